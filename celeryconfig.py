@@ -1,0 +1,48 @@
+"""Celery configuration: JSON only, UTC, late acks, a delivery queue apart from maintenance."""
+
+from django.conf import settings
+
+broker_url = settings.REDIS_URL
+# Tasks never exceed the horizon (minutes), far below this: no eta task is handed out twice.
+broker_transport_options = {"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT_SECONDS}
+broker_connection_retry_on_startup = True
+# A POST must not hang when Redis is down: the message is stored and beat enqueues it later.
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+task_ignore_result = True
+result_backend = None
+
+task_default_queue = "maintenance"
+task_routes = {
+    "messages.tasks.deliver_messages": {"queue": "deliveries"},
+    "messages.tasks.*": {"queue": "maintenance"},
+}
+# Safe because delivery is idempotent: a redelivered task finds its messages claimed or done.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Longer than any webhook call (timeoutSeconds is at most 120) plus a group's database work.
+task_soft_time_limit = 300
+task_time_limit = 330
+worker_hijack_root_logger = False
+worker_send_task_events = True
+task_send_sent_event = True
+
+beat_schedule = {
+    "dispatch-due-messages": {
+        "task": "messages.tasks.dispatch_due_messages",
+        "schedule": settings.SCHEDULER_POLL_SECONDS,
+        # A tick nobody ran in time is worthless: the next one does the same work.
+        "options": {"expires": settings.SCHEDULER_POLL_SECONDS * 3},
+    },
+    "prune-delivery-history": {
+        "task": "messages.tasks.prune_delivery_history",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
+    },
+}

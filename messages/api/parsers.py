@@ -1,0 +1,23 @@
+"""JSON bodies with a size cap: a request larger than a message can ever be gets 413 unread."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from django.conf import settings
+from rest_framework.parsers import JSONParser
+
+from messages.api.errors import RequestTooLarge
+
+# Room for everything around the payload: id, URL, headers and options.
+ENVELOPE_BYTES = 64 * 1024
+
+
+class BoundedJSONParser(JSONParser):
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+        limit = settings.PAYLOAD_MAX_BYTES + ENVELOPE_BYTES
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise RequestTooLarge()
+        return super().parse(io.BytesIO(body), media_type, parser_context)

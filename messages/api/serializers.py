@@ -1,0 +1,172 @@
+"""The input rules of POST /messages and the shapes of the API's answers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from requests.exceptions import RequestException
+from requests.models import PreparedRequest
+from rest_framework import serializers
+
+from messages.api.errors import RequestTooLarge
+from messages.models import DeliveryAttempt, Message
+from messages.signing import SIGNATURE_HEADERS
+from messages.webhook_client import IDEMPOTENCY_HEADER, encode_payload
+
+MESSAGE_ID_PATTERN = r"[A-Za-z0-9\-_.:@+=~]{1,200}"
+WEBHOOK_URL_MAX_LENGTH = 2048
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
+MAX_HEADERS = 50
+# Set by the connection or by this service on every call: a message may not override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+        "content-type", "user-agent", IDEMPOTENCY_HEADER.lower(), *SIGNATURE_HEADERS,
+    }
+)
+
+
+def parse_schedule_to(value: Any) -> datetime:
+    """ISO 8601 with `Z` or an offset, fractions allowed; returned in UTC."""
+    if not isinstance(value, str) or not value.isascii() or not value.strip():
+        raise serializers.ValidationError("Must be an ISO 8601 date and time, e.g. 2026-04-15T02:41:45.000Z.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise serializers.ValidationError(f"{value!r} is not an ISO 8601 date and time.") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise serializers.ValidationError("Must carry a UTC offset, e.g. 'Z' or '+02:00'.")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise serializers.ValidationError("Is outside the representable range of dates.") from None
+
+
+def validate_webhook_url(value: str) -> str:
+    if len(value) > WEBHOOK_URL_MAX_LENGTH:
+        raise serializers.ValidationError(f"Must be at most {WEBHOOK_URL_MAX_LENGTH} characters.")
+    if not value.isprintable() or any(char.isspace() for char in value):
+        raise serializers.ValidationError("Must not contain spaces or control characters.")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        PreparedRequest().prepare_url(value, None)
+    except (ValueError, RequestException):
+        raise serializers.ValidationError("Is not a valid URL.") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise serializers.ValidationError("Must be an absolute http:// or https:// URL.")
+    return value
+
+
+def validate_payload(value: Any) -> Any:
+    if not isinstance(value, (dict, list)):
+        raise serializers.ValidationError("Must be a JSON object or array.")
+    if len(encode_payload(value)) > settings.PAYLOAD_MAX_BYTES:
+        # 413, not 400: the request is well-formed, only too large.
+        raise RequestTooLarge(f"payload is larger than {settings.PAYLOAD_MAX_BYTES} bytes encoded as JSON.")
+    return value
+
+
+def validate_headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("Must be a JSON object of header names to string values.")
+    if len(value) > MAX_HEADERS:
+        raise serializers.ValidationError(f"At most {MAX_HEADERS} headers.")
+    for name, header_value in value.items():
+        if not HEADER_NAME.fullmatch(name):
+            raise serializers.ValidationError(f"{name!r} is not a valid header name.")
+        if name.lower() in RESERVED_HEADERS:
+            raise serializers.ValidationError(f"{name!r} is set by the service or the connection.")
+        if not isinstance(header_value, str) or not HEADER_VALUE.fullmatch(header_value):
+            raise serializers.ValidationError(f"The value of {name!r} must be a string without line breaks.")
+    return value
+
+
+class ScheduleToField(serializers.Field):
+    def to_internal_value(self, data: Any) -> datetime:
+        return parse_schedule_to(data)
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class ScheduleMessageSerializer(serializers.Serializer):
+    id = serializers.RegexField(
+        MESSAGE_ID_PATTERN,
+        max_length=200,
+        trim_whitespace=False,
+        error_messages={"invalid": "Must be 1 to 200 letters, digits or -_.:@+=~ characters."},
+    )
+    scheduleTo = ScheduleToField()  # noqa: N815 - the contract's field names
+    payload = serializers.JSONField(validators=[validate_payload])
+    webhookUrl = serializers.CharField(trim_whitespace=False, validators=[validate_webhook_url])  # noqa: N815
+    headers = serializers.JSONField(required=False, validators=[validate_headers])
+    maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)  # noqa: N815
+    timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=120)  # noqa: N815
+
+
+class RetryMessageSerializer(serializers.Serializer):
+    scheduleTo = ScheduleToField(required=False)  # noqa: N815
+
+
+class ListMessagesSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["scheduled", "retrying", "failed"], required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=10000, default=1000)
+    cursor = serializers.CharField(required=False, max_length=512)
+
+
+def utc_iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def listed_message(message: Message) -> dict[str, Any]:
+    """One item of GET /messages, as the old service listed its jobs."""
+    due_at = message.due_at.astimezone(UTC) if message.due_at else None
+    return {
+        "messageId": message.message_id,
+        "nextRun": utc_iso(due_at),
+        "trigger": due_at.strftime("date[%Y-%m-%d %H:%M:%S UTC]") if due_at else None,
+        "status": message.status,
+    }
+
+
+def attempt_detail(attempt: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "startedAt": utc_iso(attempt.started_at),
+        "durationMs": attempt.duration_ms,
+        "statusCode": attempt.status_code,
+        "error": attempt.error or None,
+        "responseExcerpt": attempt.response_excerpt,
+    }
+
+
+def message_detail(message: Message) -> dict[str, Any]:
+    return {
+        "messageId": message.message_id,
+        "status": message.status,
+        "scheduleTo": utc_iso(message.schedule_to),
+        "nextRun": utc_iso(message.due_at),
+        "webhookUrl": message.webhook_url,
+        "payload": message.payload,
+        "headers": message.headers,
+        "maxAttempts": message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
+        "timeoutSeconds": message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
+        "attemptCount": message.attempt_count,
+        "lastOutcome": _last_outcome(message),
+        "createdAt": utc_iso(message.created_at),
+        "finishedAt": utc_iso(message.finished_at),
+        "attempts": [attempt_detail(attempt) for attempt in message.attempts.all()],
+    }
+
+
+def _last_outcome(message: Message) -> str | None:
+    if message.last_status_code is not None:
+        return f"HTTP {message.last_status_code}"
+    return message.last_error or None

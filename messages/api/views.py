@@ -1,0 +1,112 @@
+"""The HTTP API: validate, call the operation in `messages.scheduling`, shape the answer."""
+
+from __future__ import annotations
+
+import re
+
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from messages import health, listing, scheduling
+from messages.api.errors import Conflict
+from messages.api.serializers import (
+    MESSAGE_ID_PATTERN,
+    ListMessagesSerializer,
+    RetryMessageSerializer,
+    ScheduleMessageSerializer,
+    listed_message,
+    message_detail,
+)
+
+
+def _not_found(message_id: str) -> NotFound:
+    return NotFound(f"No message with id {message_id!r}.")
+
+
+def _valid_path_id(message_id: str) -> str:
+    # An id that can never have been accepted is simply not there.
+    if not re.fullmatch(MESSAGE_ID_PATTERN, message_id):
+        raise _not_found(message_id)
+    return message_id
+
+
+class MessageCollectionView(APIView):
+    def get(self, request: Request) -> Response:
+        query = ListMessagesSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            page = listing.list_messages(
+                status=query.validated_data.get("status"),
+                limit=query.validated_data["limit"],
+                cursor=query.validated_data.get("cursor"),
+            )
+        except listing.InvalidCursor:
+            raise ValidationError({"cursor": ["Is not a cursor this API gave out."]}) from None
+        body = {"scheduledJobs": [listed_message(message) for message in page.messages], "count": page.count}
+        if page.next_cursor:
+            body["next"] = page.next_cursor
+        return Response(body)
+
+    def post(self, request: Request) -> Response:
+        serializer = ScheduleMessageSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            message = scheduling.schedule_message(
+                message_id=data["id"],
+                schedule_to=data["scheduleTo"],
+                webhook_url=data["webhookUrl"],
+                payload=data["payload"],
+                headers=data.get("headers"),
+                max_attempts=data.get("maxAttempts"),
+                timeout_seconds=data.get("timeoutSeconds"),
+            )
+        except scheduling.MessageIdTaken:
+            raise Conflict(f"A message with id {data['id']!r} already exists.") from None
+        return Response({"status": "scheduled", "messageId": message.message_id})
+
+
+class MessageDetailView(APIView):
+    def get(self, request: Request, message_id: str) -> Response:
+        try:
+            message = scheduling.find_message(message_id=_valid_path_id(message_id))
+        except scheduling.MessageNotFound:
+            raise _not_found(message_id) from None
+        return Response(message_detail(message))
+
+    def delete(self, request: Request, message_id: str) -> Response:
+        try:
+            scheduling.cancel_message(message_id=_valid_path_id(message_id))
+        except scheduling.MessageNotFound:
+            raise _not_found(message_id) from None
+        except scheduling.MessageInFlight:
+            raise Conflict(f"Message {message_id!r} is being delivered right now; it can no longer be cancelled.") from None
+        return Response({"status": "deleted", "messageId": message_id})
+
+
+class MessageRetryView(APIView):
+    def post(self, request: Request, message_id: str) -> Response:
+        serializer = RetryMessageSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            message = scheduling.retry_message(
+                message_id=_valid_path_id(message_id),
+                schedule_to=serializer.validated_data.get("scheduleTo"),
+            )
+        except scheduling.MessageNotFound:
+            raise _not_found(message_id) from None
+        except scheduling.MessageNotFailed:
+            raise Conflict(f"Message {message_id!r} has not failed; only failed messages can be retried.") from None
+        return Response({"status": message.status, "messageId": message.message_id})
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        report = health.check_health()
+        return Response(report.as_dict(), status=200 if report.is_healthy else 503)

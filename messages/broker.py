@@ -1,0 +1,75 @@
+"""What the scheduler keeps in Redis besides the queue: task ids, the beat heartbeat, markers.
+
+Nothing here is needed for correctness: the database decides what is sent. These keys make
+cancelling cheaper (revoke), health honest (heartbeat) and recovery fast (the broker epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+import redis
+from django.conf import settings
+
+from scheduler_project.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "scheduler:"
+TASK_ID_KEY = KEY_PREFIX + "task:{message_id}"
+HEARTBEAT_KEY = KEY_PREFIX + "heartbeat"
+# Written once and never expired: when it is missing, Redis lost its data (restart, FLUSHALL).
+BROKER_EPOCH_KEY = KEY_PREFIX + "broker-epoch"
+DISPATCH_LOCK_KEY = KEY_PREFIX + "dispatch-lock"
+
+
+@cache
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
+
+
+def remember_task_id(message_id: str, task_id: str, *, ttl_seconds: int) -> None:
+    redis_client().set(TASK_ID_KEY.format(message_id=message_id), task_id, ex=ttl_seconds)
+
+
+def revoke_task_of(message_id: str) -> None:
+    """Best effort: the claim in the database is what stops a cancelled message."""
+    try:
+        task_id = redis_client().getdel(TASK_ID_KEY.format(message_id=message_id))
+        if task_id:
+            celery_app.control.revoke(task_id.decode())
+    except (redis.RedisError, OSError) as error:
+        logger.warning("revoke skipped for message %s: %s", message_id, error)
+
+
+def record_heartbeat() -> None:
+    redis_client().set(HEARTBEAT_KEY, repr(time.time()), ex=24 * 3600)
+
+
+def seconds_since_heartbeat() -> float | None:
+    value = redis_client().get(HEARTBEAT_KEY)
+    return None if value is None else time.time() - float(value)
+
+
+def broker_lost_its_data() -> bool:
+    """True once after Redis came back empty; marks the new epoch at the same time."""
+    return bool(redis_client().set(BROKER_EPOCH_KEY, repr(time.time()), nx=True))
+
+
+@contextmanager
+def dispatch_lock(*, ttl_seconds: float) -> Iterator[bool]:
+    """Keeps two beats' dispatch runs from overlapping; yields False when another holds it."""
+    client = redis_client()
+    token = repr(time.time())
+    acquired = bool(client.set(DISPATCH_LOCK_KEY, token, nx=True, px=int(ttl_seconds * 1000)))
+    try:
+        yield acquired
+    finally:
+        if acquired and client.get(DISPATCH_LOCK_KEY) == token.encode():
+            client.delete(DISPATCH_LOCK_KEY)

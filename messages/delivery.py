@@ -1,0 +1,147 @@
+"""Claims due messages, calls their webhooks and records each attempt's outcome.
+
+Every task may run twice, late or after its message was deleted: the guarded UPDATE in
+`claim_due_messages` lets exactly one worker own a due message, and `record_attempt` only
+finishes a message under the claim it was sent with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from uuid import uuid4
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages.queueing import enqueue_after_commit, horizon_end
+from messages.retry_policy import Outcome, RetryDecision, decide_after_attempt
+from messages.signing import signature_headers
+from messages.webhook_client import WebhookResult, encode_payload, send_webhook
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST = "WorkerLost"
+
+
+def deliver_messages(message_pks: Sequence[int]) -> None:
+    """Sends every message of the group that is still due and unclaimed, concurrently."""
+    claimed = claim_due_messages(message_pks, now=timezone.now())
+    if len(claimed) == 1:
+        record_attempt(claimed[0], call_webhook(claimed[0]))
+        return
+    if not claimed:
+        return
+    workers = min(len(claimed), settings.DELIVERY_GROUP_CONCURRENCY)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook") as pool:
+        # Only the HTTP calls run in the pool; the database is written from this thread.
+        for message, result in zip(claimed, pool.map(call_webhook, claimed), strict=True):
+            record_attempt(message, result)
+
+
+def claim_due_messages(message_pks: Sequence[int], *, now: datetime) -> list[Message]:
+    token = uuid4()
+    claimed_count = (
+        Message.objects.filter(pk__in=message_pks)
+        .waiting_until(now)
+        .update(status=MessageStatus.SENDING, claimed_at=now, claim_token=token, enqueued_at=None)
+    )
+    if not claimed_count:
+        return []
+    return list(Message.objects.filter(pk__in=message_pks, claim_token=token))
+
+
+def call_webhook(message: Message) -> WebhookResult:
+    body = encode_payload(message.payload)
+    headers = {
+        **message.headers,
+        **signature_headers(message_id=message.message_id, body=body, now=timezone.now()),
+    }
+    return send_webhook(
+        url=message.webhook_url,
+        body=body,
+        message_id=message.message_id,
+        timeout_seconds=message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
+        extra_headers=headers,
+    )
+
+
+def record_attempt(message: Message, result: WebhookResult, *, now: datetime | None = None) -> RetryDecision:
+    """Stores the attempt and moves the message on: delivered, retrying or failed."""
+    now = now or timezone.now()
+    attempt_number = message.attempt_count + 1
+    decision = decide_after_attempt(
+        result=result,
+        attempt_number=attempt_number,
+        max_attempts=message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
+        retry_schedule=settings.WEBHOOK_RETRY_SCHEDULE,
+        now=now,
+    )
+    with transaction.atomic():
+        finished = Message.objects.filter(
+            pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
+        ).update(
+            attempt_count=F("attempt_count") + 1,
+            last_status_code=result.status_code,
+            last_error=result.error,
+            claimed_at=None,
+            claim_token=None,
+            **_fields_after(decision, now=now),
+        )
+        if not finished:
+            logger.warning("message %s: claim lost before its attempt was recorded", message.message_id)
+            return decision
+        DeliveryAttempt.objects.create(
+            message_id=message.pk,
+            number=attempt_number,
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            status_code=result.status_code,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        if decision.outcome is Outcome.RETRY and decision.retry_at <= horizon_end(now):
+            message.due_at, message.enqueued_at = decision.retry_at, now
+            enqueue_after_commit(message)
+    _log_attempt(message, result, decision, attempt_number)
+    return decision
+
+
+def _fields_after(decision: RetryDecision, *, now: datetime) -> dict[str, object]:
+    if decision.outcome is Outcome.RETRY:
+        enqueued_at = now if decision.retry_at <= horizon_end(now) else None
+        return {"status": MessageStatus.RETRYING, "due_at": decision.retry_at, "enqueued_at": enqueued_at}
+    status = MessageStatus.DELIVERED if decision.outcome is Outcome.DELIVERED else MessageStatus.FAILED
+    return {"status": status, "due_at": None, "enqueued_at": None, "finished_at": now}
+
+
+def _log_attempt(message: Message, result: WebhookResult, decision: RetryDecision, number: int) -> None:
+    if decision.outcome is Outcome.DELIVERED:
+        logger.info("message %s delivered (%s, attempt %d)", message.message_id, result.outcome, number)
+    elif decision.outcome is Outcome.RETRY:
+        logger.warning(
+            "message %s attempt %d failed (%s), retry at %s",
+            message.message_id, number, result.outcome, decision.retry_at.isoformat(),
+        )
+    else:
+        logger.error("message %s failed for good after attempt %d (%s)", message.message_id, number, result.outcome)
+
+
+def recover_stale_claims(*, now: datetime) -> int:
+    """A claim older than any call can take means its worker died: count it as a lost attempt."""
+    cutoff = now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
+    stale = list(Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=cutoff))
+    for message in stale:
+        lost = WebhookResult(
+            started_at=message.claimed_at,
+            duration_ms=round((now - message.claimed_at).total_seconds() * 1000),
+            error=WORKER_LOST,
+        )
+        record_attempt(message, lost, now=now)
+    return len(stale)
+

@@ -1,0 +1,98 @@
+"""Hands messages to Celery: when they enter the horizon, and again when their task was lost.
+
+Only messages due within SCHEDULER_HORIZON_SECONDS travel as Celery tasks with an exact eta;
+the database holds the rest. A task may be lost (Redis emptied, worker killed) or duplicated
+(two beats, a redelivered task): losing is repaired here, duplicating is made harmless by the
+claim in `messages.delivery`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from itertools import groupby
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from messages import broker
+from messages.delivery import recover_stale_claims
+from messages.models import WAITING_STATUSES, Message
+from messages.queueing import enqueue_group, horizon_end
+
+logger = logging.getLogger(__name__)
+
+def dispatch_due_messages(*, now: datetime | None = None) -> int:
+    """One beat tick: moves due-soon messages into the broker, re-sends lost ones.
+
+    Returns how many messages were enqueued.
+    """
+    broker.record_heartbeat()
+    with broker.dispatch_lock(ttl_seconds=max(settings.SCHEDULER_POLL_SECONDS * 5, 30)) as acquired:
+        if not acquired:
+            return 0
+        if broker.broker_lost_its_data():
+            forgotten = forget_enqueued_tasks()
+            if forgotten:
+                logger.warning("broker lost its data: %d queued messages will be enqueued again", forgotten)
+        recover_stale_claims(now=now or timezone.now())
+        return enqueue_horizon(now=now or timezone.now())
+
+
+def forget_enqueued_tasks() -> int:
+    return Message.objects.filter(status__in=WAITING_STATUSES, enqueued_at__isnull=False).update(
+        enqueued_at=None
+    )
+
+
+def messages_to_enqueue(now: datetime) -> Q:
+    """Due within the horizon and not yet enqueued, or overdue and enqueued too long ago."""
+    recovery_cutoff = now - timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
+    return Q(enqueued_at__isnull=True, due_at__lte=horizon_end(now)) | Q(
+        due_at__lte=recovery_cutoff, enqueued_at__lte=recovery_cutoff
+    )
+
+
+def enqueue_horizon(*, now: datetime) -> int:
+    rows = list(
+        Message.objects.filter(status__in=WAITING_STATUSES)
+        .filter(messages_to_enqueue(now))
+        .order_by("due_at")
+        .values_list("pk", "message_id", "due_at", "enqueued_at")[: settings.SCHEDULER_DISPATCH_BATCH]
+    )
+    if not rows:
+        return 0
+    # Marked before sending: a crash in between leaves them to the recovery rule, not lost.
+    Message.objects.filter(pk__in=[row[0] for row in rows]).update(enqueued_at=now)
+    enqueued = 0
+    try:
+        for eta, group in _groups_due_together(rows, now=now):
+            enqueue_group([row[0] for row in group], eta=eta, message_ids=[row[1] for row in group])
+            enqueued += len(group)
+    except BrokerError as error:
+        logger.warning("dispatch stopped after %d messages, broker unavailable: %s", enqueued, error)
+        Message.objects.filter(pk__in=[row[0] for row in rows[enqueued:]]).update(enqueued_at=None)
+    recovered = [row[1] for row in rows[:enqueued] if row[3] is not None]
+    for message_id in recovered:
+        logger.warning("message %s enqueued again: its task was lost", message_id)
+    return enqueued
+
+
+def _groups_due_together(
+    rows: Iterable[tuple[int, str, datetime, datetime | None]], *, now: datetime
+) -> Iterable[tuple[datetime | None, list[tuple[int, str, datetime, datetime | None]]]]:
+    """Messages already due travel in chunks without eta; the others by exact due moment."""
+    chunk = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
+    overdue: list[tuple[int, str, datetime, datetime | None]] = []
+    for due_at, group in groupby(rows, key=lambda row: row[2]):
+        members = list(group)
+        if due_at <= now:
+            overdue.extend(members)
+            continue
+        for start in range(0, len(members), chunk):
+            yield due_at, members[start : start + chunk]
+    for start in range(0, len(overdue), chunk):
+        yield None, overdue[start : start + chunk]

@@ -1,0 +1,59 @@
+"""GET /messages: pending messages in next-run order, or one status, paged by a cursor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Q
+
+from messages.models import Message, MessageStatus
+
+LISTABLE_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING, MessageStatus.FAILED)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    messages: list[Message]
+    count: int
+    next_cursor: str | None
+
+
+def list_messages(*, status: str | None, limit: int, cursor: str | None) -> MessagePage:
+    # Failed messages have no next run: they list in the order they failed.
+    order_field = "finished_at" if status == MessageStatus.FAILED else "due_at"
+    queryset = Message.objects.pending() if status is None else Message.objects.filter(status=status)
+    count = queryset.count()
+    if cursor:
+        moment, pk = decode_cursor(cursor)
+        queryset = queryset.filter(Q(**{f"{order_field}__gt": moment}) | Q(**{order_field: moment, "pk__gt": pk}))
+    page = list(queryset.order_by(order_field, "pk")[: limit + 1])
+    next_cursor = None
+    if len(page) > limit:
+        page = page[:limit]
+        last = page[-1]
+        next_cursor = encode_cursor(getattr(last, order_field), last.pk)
+    return MessagePage(messages=page, count=count, next_cursor=next_cursor)
+
+
+def encode_cursor(moment: datetime, pk: int) -> str:
+    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment_text, pk_text = text.split("|")
+        moment = datetime.fromisoformat(moment_text)
+        pk = int(pk_text)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor(cursor) from None
+    if moment.tzinfo is None:
+        raise InvalidCursor(cursor)
+    return moment, pk

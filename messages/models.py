@@ -1,0 +1,111 @@
+"""A scheduled webhook call and its delivery attempts: the source of truth for every message."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class MessageStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    RETRYING = "retrying", "Retrying"
+    FAILED = "failed", "Failed"
+    DELIVERED = "delivered", "Delivered"
+
+
+# Waiting for their time: a worker may claim them once `due_at` has come.
+WAITING_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING)
+# Still going to be sent: what GET /messages lists by default.
+PENDING_STATUSES = (*WAITING_STATUSES, MessageStatus.SENDING)
+# Hold their id: a POST with the same id gets 409 until they are delivered or deleted.
+ID_HOLDING_STATUSES = (*PENDING_STATUSES, MessageStatus.FAILED)
+
+
+class MessageQuerySet(models.QuerySet["Message"]):
+    def pending(self) -> MessageQuerySet:
+        # due_at is set exactly while a message is pending, and its index serves this.
+        return self.filter(due_at__isnull=False)
+
+    def holding_id(self, message_id: str) -> MessageQuerySet:
+        return self.filter(message_id=message_id, status__in=ID_HOLDING_STATUSES)
+
+    def waiting_until(self, moment: datetime) -> MessageQuerySet:
+        return self.filter(status__in=WAITING_STATUSES, due_at__lte=moment)
+
+
+class Message(models.Model):
+    message_id = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=10, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED
+    )
+    schedule_to = models.DateTimeField(help_text="The moment the client asked for.")
+    due_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next attempt is due; empty once finished."
+    )
+    webhook_url = models.CharField(max_length=2048)
+    payload = models.JSONField()
+    headers = models.JSONField(default=dict, blank=True)
+    max_attempts = models.PositiveSmallIntegerField(null=True, blank=True)
+    timeout_seconds = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its current task was handed to the broker."
+    )
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker claimed it for the call in flight."
+    )
+    # Names the claim that may finish the call in flight; a stale worker's result is ignored.
+    claim_token = models.UUIDField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            # POST's 409 and every lookup by id; delivered history may repeat an id.
+            models.UniqueConstraint(
+                fields=["message_id"],
+                condition=~Q(status=MessageStatus.DELIVERED),
+                name="unique_message_id_until_delivered",
+            ),
+        ]
+        indexes = [
+            # GET /messages in next-run order and the dispatcher's horizon scan: only
+            # pending messages have a due_at, so finished history never enters this range.
+            models.Index(fields=["due_at"], name="by_due_at"),
+            # GET /messages?status=scheduled|retrying, counts by status, stale claims.
+            models.Index(fields=["status", "due_at"], name="by_status_due_at"),
+            # GET /messages?status=failed and the pruning of delivered history.
+            models.Index(fields=["status", "finished_at"], name="by_status_finished_at"),
+            # GET /messages/{id} of a delivered id: its latest history.
+            models.Index(fields=["message_id", "-created_at"], name="by_message_id_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.message_id
+
+
+class DeliveryAttempt(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True)
+    response_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["message", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="unique_attempt_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message.message_id} #{self.number}"

@@ -1,0 +1,51 @@
+"""Puts delivery tasks on the broker: one task per message, or per group due at one moment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from uuid import uuid4
+
+from django.conf import settings
+from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
+
+from messages import broker
+from messages.models import Message
+from scheduler_project.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "messages.tasks.deliver_messages"
+DELIVERY_QUEUE = "deliveries"
+
+
+def horizon_end(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.SCHEDULER_HORIZON_SECONDS)
+
+
+def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str]) -> None:
+    """Sends one task for messages due at the same moment; raises when the broker is down."""
+    task_id = uuid4().hex
+    celery_app.send_task(
+        DELIVER_TASK, args=[list(message_pks)], eta=eta, task_id=task_id, queue=DELIVERY_QUEUE
+    )
+    if len(message_ids) == 1:
+        # Revoking a shared task would stop its other messages: only lone tasks are revocable.
+        ttl = int(settings.SCHEDULER_HORIZON_SECONDS + settings.SCHEDULER_RECOVERY_SECONDS) + 60
+        broker.remember_task_id(message_ids[0], task_id, ttl_seconds=ttl)
+
+
+def enqueue_after_commit(message: Message) -> None:
+    """For a message just marked enqueued inside the current transaction."""
+
+    def enqueue() -> None:
+        try:
+            enqueue_group([message.pk], eta=message.due_at, message_ids=[message.message_id])
+        except BrokerError as error:
+            # The row says "enqueued"; clear that so the next dispatch run sends it.
+            Message.objects.filter(pk=message.pk, enqueued_at=message.enqueued_at).update(enqueued_at=None)
+            logger.warning("message %s left for the dispatcher, broker unavailable: %s", message.message_id, error)
+
+    transaction.on_commit(enqueue)

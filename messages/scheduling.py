@@ -1,0 +1,135 @@
+"""The operations on messages: schedule, cancel, retry, deliver now, look up, list.
+
+The API, the admin actions and the management commands all go through these functions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from messages import broker
+from messages.models import WAITING_STATUSES, Message, MessageStatus
+from messages.queueing import enqueue_after_commit, horizon_end
+
+
+class MessageIdTaken(Exception):
+    """Another message with this id is scheduled, retrying, in flight or failed."""
+
+
+class MessageNotFound(Exception):
+    """No message with this id is waiting, failed or (for lookups) kept as history."""
+
+
+class MessageInFlight(Exception):
+    """The webhook is being called right now: it can no longer be cancelled or changed."""
+
+
+class MessageNotFailed(Exception):
+    """Only a failed message can be retried."""
+
+
+def schedule_message(
+    *,
+    message_id: str,
+    schedule_to: datetime,
+    webhook_url: str,
+    payload: Any,
+    headers: dict[str, str] | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    now: datetime | None = None,
+) -> Message:
+    now = now or timezone.now()
+    is_within_horizon = schedule_to <= horizon_end(now)
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                message_id=message_id,
+                schedule_to=schedule_to,
+                due_at=schedule_to,
+                webhook_url=webhook_url,
+                payload=payload,
+                headers=headers or {},
+                max_attempts=max_attempts,
+                timeout_seconds=timeout_seconds,
+                created_at=now,
+                # Far-future messages cost one INSERT: beat enqueues them when they near.
+                enqueued_at=now if is_within_horizon else None,
+            )
+            if is_within_horizon:
+                enqueue_after_commit(message)
+    except IntegrityError:
+        raise MessageIdTaken(message_id) from None
+    return message
+
+
+def cancel_message(*, message_id: str) -> None:
+    with transaction.atomic():
+        # Locked so that a worker's claim either happens before (409) or finds no row.
+        message = Message.objects.select_for_update().holding_id(message_id).first()
+        if message is None:
+            raise MessageNotFound(message_id)
+        if message.status == MessageStatus.SENDING:
+            raise MessageInFlight(message_id)
+        message.delete()
+    broker.revoke_task_of(message_id)
+
+
+def retry_message(*, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None) -> Message:
+    """Sends a failed message again, now or at `schedule_to`, with a fresh set of attempts."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        message = Message.objects.select_for_update().holding_id(message_id).first()
+        if message is None:
+            raise MessageNotFound(message_id)
+        if message.status != MessageStatus.FAILED:
+            raise MessageNotFailed(message_id)
+        _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED)
+        message.attempt_count = 0
+        message.finished_at = None
+        message.save()
+    return message
+
+
+def deliver_message_now(*, message_id: str, now: datetime | None = None) -> Message:
+    """Moves a waiting or failed message's next attempt to this moment."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        message = Message.objects.select_for_update().holding_id(message_id).first()
+        if message is None:
+            raise MessageNotFound(message_id)
+        if message.status == MessageStatus.SENDING:
+            raise MessageInFlight(message_id)
+        status = message.status if message.status in WAITING_STATUSES else MessageStatus.SCHEDULED
+        if message.status == MessageStatus.FAILED:
+            message.attempt_count = 0
+            message.finished_at = None
+        _reschedule(message, due_at=now, now=now, status=status)
+        message.save()
+    return message
+
+
+def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str) -> None:
+    message.status = status
+    message.due_at = due_at
+    message.enqueued_at = None
+    if due_at <= horizon_end(now):
+        message.enqueued_at = now
+        enqueue_after_commit(message)
+
+
+def find_message(*, message_id: str) -> Message:
+    """The message holding this id, else the latest delivered one still kept as history."""
+    message = (
+        Message.objects.holding_id(message_id).first()
+        or Message.objects.filter(message_id=message_id, status=MessageStatus.DELIVERED)
+        .order_by("-created_at")
+        .first()
+    )
+    if message is None:
+        raise MessageNotFound(message_id)
+    return message

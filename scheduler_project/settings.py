@@ -1,0 +1,199 @@
+"""Django settings, read from the environment and an optional `.env` file.
+
+Every setting is documented in `.env.example`; a bad value fails at start-up.
+"""
+
+from pathlib import Path
+from urllib.parse import quote
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from scheduler_project.durations import parse_duration_list
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it in the environment or in .env "
+            "(`make run` writes a random one on first start)."
+        )
+    SECRET_KEY = "insecure-development-only-key"  # noqa: S105 - only ever with DEBUG on
+
+# The API refuses to start without it (see scheduler_project/wsgi.py): never an open API.
+API_TOKEN = env.str("API_TOKEN", default="")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+API_HOST = env.str("API_HOST", default="127.0.0.1")
+API_PORT = env.int("API_PORT", default=8000)
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=4)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "messages.apps.ScheduledMessagesConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# The contract's paths have no trailing slash; a redirect would lose a POST body.
+APPEND_SLASH = False
+
+ROOT_URLCONF = "scheduler_project.urls"
+WSGI_APPLICATION = "scheduler_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_from_env() -> dict:
+    database = env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'scheduler.sqlite3'}")
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # The web server, the workers and beat share the file: WAL lets readers run beside
+        # the writer, IMMEDIATE takes the write lock up front so two writers queue on the
+        # busy timeout instead of failing with "database is locked" halfway through.
+        database.setdefault("OPTIONS", {}).update(
+            {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            }
+        )
+        Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        database.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+        database.setdefault("CONN_HEALTH_CHECKS", True)
+    return database
+
+
+DATABASES = {"default": _database_from_env()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _redis_url_from_env() -> str:
+    """REDIS_URL, or the old service's REDIS_HOST / REDIS_PORT / REDIS_PASSWORD."""
+    if env.str("REDIS_URL", default=""):
+        return env.str("REDIS_URL")
+    host = env.str("REDIS_HOST", default="127.0.0.1")
+    port = env.int("REDIS_PORT", default=6379)
+    password = env.str("REDIS_PASSWORD", default="")
+    credentials = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{credentials}{host}:{port}/0"
+
+
+REDIS_URL = _redis_url_from_env()
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["messages.api.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["messages.api.parsers.BoundedJSONParser"],
+    "EXCEPTION_HANDLER": "messages.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Scheduling and delivery -------------------------------------------------------------
+
+# Largest accepted payload, JSON-encoded; larger gives 413.
+PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", default=1024 * 1024)
+# Messages due within this many seconds are handed to Celery with an exact eta; the rest wait
+# in the database. Must stay far below the broker's visibility timeout (a system check says so).
+SCHEDULER_HORIZON_SECONDS = env.float("SCHEDULER_HORIZON_SECONDS", default=300.0)
+# How often beat moves messages into the horizon and recovers lost ones.
+SCHEDULER_POLL_SECONDS = env.float("SCHEDULER_POLL_SECONDS", default=10.0)
+# A message still undelivered this long after its time (or after it was enqueued) is enqueued
+# again: its task was lost with the broker's data or with a killed worker.
+SCHEDULER_RECOVERY_SECONDS = env.float("SCHEDULER_RECOVERY_SECONDS", default=60.0)
+# Redis visibility timeout: a task not acknowledged within it is handed to another worker.
+BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", default=3600)
+
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=30.0)
+# A claim older than this (the worker died mid-call) is recovered. Must exceed the timeout.
+DELIVERY_CLAIM_TIMEOUT_SECONDS = env.float(
+    "DELIVERY_CLAIM_TIMEOUT_SECONDS", default=WEBHOOK_TIMEOUT_SECONDS + 60.0
+)
+
+# Delay before each retry, after the previous attempt; each step gets up to ±20% jitter.
+WEBHOOK_RETRY_SCHEDULE = parse_duration_list(
+    env.str("WEBHOOK_RETRY_SCHEDULE", default="5s,5m,30m,2h,5h,10h,10h"),
+    setting="WEBHOOK_RETRY_SCHEDULE",
+)
+# Attempts per message unless the message sets maxAttempts: the first call and every retry.
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=len(WEBHOOK_RETRY_SCHEDULE) + 1)
+# Standard Webhooks signing: "whsec_..." secrets, space-separated during a rotation.
+WEBHOOK_SIGNING_SECRETS = env.str("WEBHOOK_SIGNING_SECRET", default="").split()
+# Delivered messages and their attempts are kept this long, then pruned by beat.
+DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
+# Most messages the dispatcher hands to the broker in one run; the rest wait for the next.
+SCHEDULER_DISPATCH_BATCH = env.int("SCHEDULER_DISPATCH_BATCH", default=5000)
+# Concurrent calls inside one task carrying messages due at the same moment.
+DELIVERY_GROUP_CONCURRENCY = env.int("DELIVERY_GROUP_CONCURRENCY", default=50)
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Request lines carry URLs only; bodies and headers are never logged.
+        "django.request": {"level": "WARNING"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("messages.api.urls")),
+]
+
+handler404 = "messages.api.errors.not_found"
+handler500 = "messages.api.errors.server_error"
