@@ -1,0 +1,80 @@
+"""Shared fixtures: a real Redis, Celery worker and beat, and an HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from tests.support import processes
+from tests.support.receiver import Receiver
+
+RUN_DIR = os.environ["SCHEDULER_TEST_RUN_DIR"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[processes.RedisServer]:
+    server = processes.RedisServer(port=int(os.environ["TEST_REDIS_PORT"]), run_dir=RUN_DIR)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _redis_for_every_test(redis_server: processes.RedisServer) -> None:
+    """Every test sees the same Redis the settings point at; none needs to ask for it."""
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup: None, django_db_blocker) -> dict[str, str]:
+    with django_db_blocker.unblock():
+        database_name = str(connection.settings_dict["NAME"])
+    return processes.process_env(SCHEDULER_TEST_DATABASE_NAME=database_name)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_env: dict[str, str]) -> Iterator[processes.CeleryProcess]:
+    worker = processes.worker("worker-1", env=worker_env, run_dir=RUN_DIR)
+    worker.start()
+    worker.wait_until_logged("ready.", timeout=60)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_beat(worker_env: dict[str, str]) -> Iterator[processes.CeleryProcess]:
+    beat = processes.beat("beat-1", env=worker_env, run_dir=RUN_DIR)
+    beat.start()
+    beat.wait_until_logged("beat: Starting", timeout=60)
+    yield beat
+    beat.stop()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hook_path() -> str:
+    """A path of the receiver's that only this test calls."""
+    return f"/hook/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer test-token")
+    return client
+
+
+@pytest.fixture
+def anonymous_api() -> APIClient:
+    return APIClient()

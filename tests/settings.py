@@ -1,0 +1,46 @@
+"""Settings for the test session and for the worker and beat processes it starts.
+
+Horizons, polls and retry schedules are shrunk from minutes to a second or two, so the real
+paths (eta, beat, recovery, retries) run within a test's patience.
+"""
+
+import os
+import socket
+import tempfile
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+os.environ["READ_DOT_ENV"] = "false"  # a developer's .env must not steer the tests
+_run_dir = os.environ.setdefault("SCHEDULER_TEST_RUN_DIR", tempfile.mkdtemp(prefix="scheduler-tests-"))
+os.environ.setdefault("TEST_REDIS_PORT", str(_free_port()))
+_test_defaults = {
+    "API_TOKEN": "test-token",
+    "SECRET_KEY": "test-secret-key-for-the-test-session-only",
+    "REDIS_URL": f"redis://127.0.0.1:{os.environ['TEST_REDIS_PORT']}/0",
+    "SCHEDULER_HORIZON_SECONDS": "3",
+    "SCHEDULER_POLL_SECONDS": "0.5",
+    "SCHEDULER_RECOVERY_SECONDS": "2",
+    "WEBHOOK_TIMEOUT_SECONDS": "2",
+    "DELIVERY_CLAIM_TIMEOUT_SECONDS": "4",
+    "WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,0.3s",
+    "WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{_run_dir}/scheduler.sqlite3",
+}
+for _name, _value in _test_defaults.items():
+    os.environ.setdefault(_name, _value)
+
+from scheduler_project.settings import *  # noqa: E402,F403
+
+# The worker and beat processes open the database the test session created.
+if os.environ.get("SCHEDULER_TEST_DATABASE_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["SCHEDULER_TEST_DATABASE_NAME"]  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"{_run_dir}/test-scheduler.sqlite3"}  # noqa: F405
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405

@@ -1,0 +1,98 @@
+"""The real path: API -> database -> Redis -> Celery worker -> HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from messages.models import Message, MessageStatus
+from tests.support.processes import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# Generous: a loaded CI machine may be slow, but a message must never be minutes late.
+LATENESS_BOUND_SECONDS = 3.0
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def schedule(api, receiver, path: str, *, message_id: str, at: datetime, payload=None) -> None:
+    response = api.post(
+        "/messages",
+        {"id": message_id, "scheduleTo": iso(at), "payload": payload or {"n": 1}, "webhookUrl": receiver.url(path)},
+    )
+    assert response.status_code == 200, response.content
+
+
+@pytest.fixture
+def service(celery_worker, celery_beat, receiver):
+    return receiver
+
+
+def test_message_is_delivered_once_at_its_time_not_before(api, service, hook_path):
+    # Given a message due two seconds from now
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    schedule(api, service, hook_path, message_id="at-its-time", at=due, payload={"hello": "world"})
+
+    # When its time comes
+    calls = service.wait_for_calls(hook_path, 1, timeout=15)
+
+    # Then the webhook got the payload once, never before scheduleTo, soon after it
+    assert len(calls) == 1
+    lateness = calls[0].arrived_at - due.timestamp()
+    assert 0 <= lateness < LATENESS_BOUND_SECONDS
+    assert calls[0].json == {"hello": "world"}
+    assert calls[0].headers["Content-Type"] == "application/json"
+    assert calls[0].headers["Idempotency-Key"] == "at-its-time"
+    assert calls[0].headers["User-Agent"].startswith("webhook-scheduler/")
+    wait_until(lambda: not Message.objects.pending().exists(), timeout=5, what="the message to leave the pending set")
+    time.sleep(1)
+    assert len(service.calls_to(hook_path)) == 1
+    assert api.delete("/messages/at-its-time").status_code == 404
+    assert api.get("/messages").json()["count"] == 0
+
+
+def test_message_due_beyond_the_horizon_is_delivered_by_beat(api, service, hook_path):
+    # Given a message due after the (test) horizon of 3 s: it is not enqueued on POST
+    due = datetime.now(UTC) + timedelta(seconds=5)
+    schedule(api, service, hook_path, message_id="beyond-horizon", at=due)
+    assert Message.objects.get(message_id="beyond-horizon").enqueued_at is None
+
+    # When beat moves it into the horizon
+    calls = service.wait_for_calls(hook_path, 1, timeout=20)
+
+    # Then it is sent at its time, not at the next poll
+    assert len(calls) == 1
+    assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS
+
+
+def test_deleted_message_is_never_delivered(api, service, hook_path):
+    due = datetime.now(UTC) + timedelta(seconds=1.5)
+    schedule(api, service, hook_path, message_id="to-cancel", at=due)
+
+    assert api.delete("/messages/to-cancel").json() == {"status": "deleted", "messageId": "to-cancel"}
+
+    time.sleep(1.5 + 2)
+    assert service.calls_to(hook_path) == []
+
+
+def test_past_schedule_is_delivered_soon_and_not_inside_the_request(api, service, hook_path):
+    schedule(api, service, hook_path, message_id="overdue", at=datetime.now(UTC) - timedelta(hours=1))
+    assert service.calls_to(hook_path) == []
+    calls = service.wait_for_calls(hook_path, 1, timeout=10)
+    assert len(calls) == 1
+
+
+def test_delivered_id_is_free_again(api, service, hook_path):
+    schedule(api, service, hook_path, message_id="reused", at=datetime.now(UTC))
+    service.wait_for_calls(hook_path, 1, timeout=10)
+    wait_until(
+        lambda: Message.objects.filter(message_id="reused", status=MessageStatus.DELIVERED).exists(),
+        timeout=5, what="delivery to be recorded",
+    )
+    schedule(api, service, hook_path, message_id="reused", at=datetime.now(UTC))
+    assert len(service.wait_for_calls(hook_path, 2, timeout=10)) == 2
