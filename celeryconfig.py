@@ -1,8 +1,15 @@
 """Celery configuration: JSON only, UTC, late acks, a delivery queue apart from maintenance."""
 
+import ssl
+
 from django.conf import settings
 
 broker_url = settings.REDIS_URL
+# kombu's Redis transport, repaired so that a Redis restart does not kill the worker.
+broker_transport = "scheduler_project.broker_transport:Transport"
+if broker_url.startswith("rediss://"):
+    # A named transport class bypasses kombu's rediss:// detection; verify certificates.
+    broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 # Tasks never exceed the horizon (minutes), far below this: no eta task is handed out twice.
 broker_transport_options = {"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT_SECONDS}
 broker_connection_retry_on_startup = True

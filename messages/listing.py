@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db.models import Q
 
@@ -56,4 +56,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise InvalidCursor(cursor) from None
     if moment.tzinfo is None:
         raise InvalidCursor(cursor)
-    return moment, pk
+    try:
+        return moment.astimezone(UTC), pk
+    except OverflowError:
+        raise InvalidCursor(cursor) from None

@@ -37,12 +37,23 @@ def worker_env(django_db_setup: None, django_db_blocker) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(worker_env: dict[str, str]) -> Iterator[processes.CeleryProcess]:
+def _session_worker(worker_env: dict[str, str], redis_server: processes.RedisServer) -> Iterator[processes.CeleryProcess]:
+    # Tasks left by tests that ran below the worker would point at rolled-back rows.
+    redis_server.client().flushall()
     worker = processes.worker("worker-1", env=worker_env, run_dir=RUN_DIR)
     worker.start()
     worker.wait_until_logged("ready.", timeout=60)
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def celery_worker(_session_worker: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
+    """The session's worker; a test that kills it gets it restarted afterwards."""
+    yield _session_worker
+    if not _session_worker.is_running():
+        _session_worker.start()
+        _session_worker.wait_until_logged("ready.", timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ _test_defaults = {
     "SCHEDULER_RECOVERY_SECONDS": "2",
     "WEBHOOK_TIMEOUT_SECONDS": "2",
     "DELIVERY_CLAIM_TIMEOUT_SECONDS": "4",
-    "WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,0.3s",
+    "WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,1.5s",
     "WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{_run_dir}/scheduler.sqlite3",
 }

@@ -98,7 +98,8 @@ class ScheduleToField(serializers.Field):
 
 class ScheduleMessageSerializer(serializers.Serializer):
     id = serializers.RegexField(
-        MESSAGE_ID_PATTERN,
+        # RegexField searches: anchored, or "a/b" would pass on its "a".
+        rf"\A{MESSAGE_ID_PATTERN}\Z",
         max_length=200,
         trim_whitespace=False,
         error_messages={"invalid": "Must be 1 to 200 letters, digits or -_.:@+=~ characters."},

@@ -81,6 +81,14 @@ class CeleryProcess:
 
         wait_until(has_logged, timeout=timeout, what=f"{self.name} to log {text!r}")
 
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        self.start()
+        if self.arguments[0] == "worker":
+            self.wait_until_logged("ready.", timeout=60)
+
     def kill(self) -> None:
         """SIGKILL: none of the process's shutdown code runs."""
         if self.process and self.process.poll() is None:

@@ -1,0 +1,29 @@
+"""A small cast of messages for tests that work below the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from messages.models import Message, MessageStatus
+
+
+_NOW = object()
+
+
+def make_message(
+    *, message_id: str = "msg-1", due_at: datetime | None | object = _NOW, status: str = MessageStatus.SCHEDULED,
+    webhook_url: str = "http://127.0.0.1:9/unused", **fields: Any,
+) -> Message:
+    due_at = timezone.now() if due_at is _NOW else due_at
+    return Message.objects.create(
+        message_id=message_id,
+        status=status,
+        schedule_to=fields.pop("schedule_to", due_at or timezone.now()),
+        due_at=due_at,
+        webhook_url=webhook_url,
+        payload=fields.pop("payload", {"n": 1}),
+        **fields,
+    )

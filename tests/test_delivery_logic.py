@@ -1,0 +1,156 @@
+"""Claiming and finishing messages, called directly, with a real receiver where a call is made."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from messages import delivery
+from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages.webhook_client import WebhookResult
+from tests.factories import make_message
+from tests.support.receiver import Reply
+
+pytestmark = pytest.mark.django_db
+
+
+def failed_result(**fields) -> WebhookResult:
+    return WebhookResult(started_at=timezone.now(), duration_ms=3, **fields)
+
+
+def test_a_due_message_is_claimed_once_however_many_tasks_carry_it():
+    message = make_message(due_at=timezone.now() - timedelta(seconds=1))
+
+    first = delivery.claim_due_messages([message.pk], now=timezone.now())
+    second = delivery.claim_due_messages([message.pk], now=timezone.now())
+
+    assert [claimed.pk for claimed in first] == [message.pk]
+    assert second == []
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.SENDING
+
+
+def test_a_message_is_not_claimed_before_it_is_due():
+    now = timezone.now()
+    message = make_message(due_at=now + timedelta(milliseconds=5))
+
+    assert delivery.claim_due_messages([message.pk], now=now) == []
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.SCHEDULED
+
+
+@pytest.mark.parametrize("status", [MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.SENDING])
+def test_finished_or_in_flight_messages_are_never_claimed(status):
+    message = make_message(due_at=timezone.now() - timedelta(seconds=1), status=status)
+    assert delivery.claim_due_messages([message.pk], now=timezone.now()) == []
+
+
+def test_a_deleted_message_makes_its_task_a_no_op():
+    message = make_message(due_at=timezone.now() - timedelta(seconds=1))
+    message.delete()
+    assert delivery.claim_due_messages([message.pk], now=timezone.now()) == []
+
+
+def test_success_marks_the_message_delivered_and_frees_its_id():
+    message = delivery.claim_due_messages([make_message().pk], now=timezone.now())[0]
+
+    decision = delivery.record_attempt(message, failed_result(status_code=204))
+
+    message.refresh_from_db()
+    assert decision.outcome.value == "delivered"
+    assert (message.status, message.due_at, message.attempt_count) == (MessageStatus.DELIVERED, None, 1)
+    assert not Message.objects.holding_id(message.message_id).exists()
+    assert DeliveryAttempt.objects.get(message=message).status_code == 204
+
+
+def test_a_retryable_failure_schedules_the_next_attempt():
+    pk = make_message().pk
+    now = timezone.now()
+    message = delivery.claim_due_messages([pk], now=now)[0]
+
+    delivery.record_attempt(message, failed_result(status_code=503), now=now)
+
+    message.refresh_from_db()
+    assert message.status == MessageStatus.RETRYING
+    assert message.due_at > now
+    assert message.last_status_code == 503
+
+
+def test_the_last_attempt_leaves_the_message_failed_and_its_id_taken():
+    message = delivery.claim_due_messages([make_message(max_attempts=1).pk], now=timezone.now())[0]
+
+    delivery.record_attempt(message, failed_result(error="ConnectionError"))
+
+    message.refresh_from_db()
+    assert (message.status, message.due_at, message.last_error) == (MessageStatus.FAILED, None, "ConnectionError")
+    assert Message.objects.holding_id(message.message_id).exists()
+
+
+def test_a_result_from_a_claim_that_was_taken_away_is_ignored():
+    message = delivery.claim_due_messages([make_message().pk], now=timezone.now())[0]
+    Message.objects.filter(pk=message.pk).update(claim_token=None, status=MessageStatus.RETRYING)
+
+    delivery.record_attempt(message, failed_result(status_code=200))
+
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.RETRYING
+    assert not DeliveryAttempt.objects.exists()
+
+
+def test_a_stale_claim_is_recovered_as_a_lost_attempt():
+    now = timezone.now()
+    message = make_message(due_at=now - timedelta(minutes=10))
+    delivery.claim_due_messages([message.pk], now=now - timedelta(minutes=5))
+
+    recovered = delivery.recover_stale_claims(now=now)
+
+    message.refresh_from_db()
+    assert recovered == 1
+    assert message.status == MessageStatus.RETRYING
+    assert DeliveryAttempt.objects.get(message=message).error == delivery.WORKER_LOST
+
+
+def test_a_fresh_claim_is_left_alone():
+    now = timezone.now()
+    message = make_message(due_at=now)
+    delivery.claim_due_messages([message.pk], now=now)
+
+    assert delivery.recover_stale_claims(now=now + timedelta(seconds=1)) == 0
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.SENDING
+
+
+def test_a_group_is_sent_concurrently_and_each_message_recorded(receiver, hook_path):
+    receiver.reply(hook_path, then=Reply(delay=0.5))
+    messages = [make_message(message_id=f"group-{n}", webhook_url=receiver.url(hook_path)) for n in range(10)]
+
+    started = timezone.now()
+    delivery.deliver_messages([message.pk for message in messages])
+    elapsed = (timezone.now() - started).total_seconds()
+
+    assert len(receiver.calls_to(hook_path)) == 10
+    assert Message.objects.filter(status=MessageStatus.DELIVERED).count() == 10
+    assert elapsed < 10 * 0.5  # concurrent, not one after another
+
+
+@override_settings(WEBHOOK_SIGNING_SECRETS=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldA=="])
+def test_calls_are_signed_by_every_secret_and_verify_with_standardwebhooks(receiver, hook_path):
+    message = make_message(message_id="signed", webhook_url=receiver.url(hook_path), payload={"é": [1, 2]})
+
+    delivery.deliver_messages([message.pk])
+
+    call = receiver.calls_to(hook_path)[0]
+    assert len(call.headers["webhook-signature"].split()) == 2
+    for secret in ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldA=="):
+        assert Webhook(secret).verify(call.body, call.headers) == {"é": [1, 2]}
+    assert call.headers["webhook-id"] == "signed"
+
+
+def test_extra_headers_are_sent_but_never_replace_ours(receiver, hook_path):
+    message = make_message(webhook_url=receiver.url(hook_path), headers={"X-Tenant": "acme"})
+
+    delivery.deliver_messages([message.pk])
+
+    headers = receiver.calls_to(hook_path)[0].headers
+    assert headers["X-Tenant"] == "acme"
+    assert headers["Content-Type"] == "application/json"

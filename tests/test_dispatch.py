@@ -1,0 +1,119 @@
+"""The dispatcher called directly: what enters the broker, when, and what is recovered."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from messages import broker, dispatch
+from messages.models import Message, MessageStatus
+from messages.queueing import DELIVERY_QUEUE
+from tests.factories import make_message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def empty_broker(redis_server):
+    redis_server.client().flushdb()
+    broker.broker_lost_its_data()  # marks the epoch, as the first tick after start does
+
+
+def queued_tasks(redis_server) -> list[dict]:
+    """The delivery tasks sitting in Redis: their message pks and eta."""
+    tasks = []
+    for raw in redis_server.client().lrange(DELIVERY_QUEUE, 0, -1):
+        envelope = json.loads(raw)
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        tasks.append({"pks": args[0], "eta": envelope["headers"]["eta"]})
+    return tasks
+
+
+def test_messages_within_the_horizon_are_enqueued_with_their_exact_eta(redis_server):
+    now = timezone.now()
+    soon = make_message(message_id="soon", due_at=now + timedelta(seconds=1, microseconds=123456))
+
+    assert dispatch.enqueue_horizon(now=now) == 1
+
+    [task] = queued_tasks(redis_server)
+    assert task["pks"] == [soon.pk]
+    assert datetime.fromisoformat(task["eta"]) == soon.due_at
+
+
+def test_messages_beyond_the_horizon_stay_in_the_database(redis_server):
+    now = timezone.now()
+    make_message(due_at=now + timedelta(seconds=settings.SCHEDULER_HORIZON_SECONDS + 1))
+
+    assert dispatch.enqueue_horizon(now=now) == 0
+    assert queued_tasks(redis_server) == []
+
+
+def test_an_enqueued_message_is_not_enqueued_again_while_it_waits(redis_server):
+    now = timezone.now()
+    make_message(due_at=now + timedelta(seconds=1))
+
+    dispatch.enqueue_horizon(now=now)
+    assert dispatch.enqueue_horizon(now=now + timedelta(milliseconds=500)) == 0
+    assert len(queued_tasks(redis_server)) == 1
+
+
+def test_an_overdue_message_whose_task_was_lost_is_enqueued_again(redis_server):
+    now = timezone.now()
+    message = make_message(due_at=now, enqueued_at=now)
+    later = now + timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS + 1)
+
+    assert dispatch.enqueue_horizon(now=later) == 1
+    assert queued_tasks(redis_server)[0]["pks"] == [message.pk]
+
+
+def test_messages_due_at_one_moment_travel_in_one_task(redis_server):
+    now = timezone.now()
+    moment = now + timedelta(seconds=2)
+    group = [make_message(message_id=f"same-{n}", due_at=moment) for n in range(3)]
+    lone = make_message(message_id="lone", due_at=moment + timedelta(milliseconds=1))
+
+    dispatch.enqueue_horizon(now=now)
+
+    tasks = queued_tasks(redis_server)
+    assert sorted(map(sorted, (task["pks"] for task in tasks))) == sorted(
+        [sorted(message.pk for message in group), [lone.pk]]
+    )
+
+
+def test_a_broker_that_lost_its_data_gets_every_waiting_message_again(redis_server):
+    now = timezone.now()
+    message = make_message(due_at=now + timedelta(seconds=2), enqueued_at=now)
+    redis_server.client().flushall()
+
+    dispatch.dispatch_due_messages(now=now)
+
+    assert [task["pks"] for task in queued_tasks(redis_server)] == [[message.pk]]
+
+
+def test_a_tick_records_the_heartbeat_that_health_reads(redis_server):
+    redis_server.client().delete(broker.HEARTBEAT_KEY)
+    dispatch.dispatch_due_messages(now=timezone.now())
+    assert broker.seconds_since_heartbeat() < 5
+
+
+def test_a_second_dispatcher_skips_while_the_first_holds_the_lock(redis_server):
+    now = timezone.now()
+    make_message(due_at=now + timedelta(seconds=1))
+
+    with broker.dispatch_lock(ttl_seconds=10) as acquired:
+        assert acquired
+        assert dispatch.dispatch_due_messages(now=now) == 0
+    assert dispatch.dispatch_due_messages(now=now) == 1
+
+
+def test_failed_and_delivered_messages_are_never_dispatched(redis_server):
+    now = timezone.now()
+    make_message(message_id="f", due_at=None, status=MessageStatus.FAILED)
+    make_message(message_id="d", due_at=None, status=MessageStatus.DELIVERED)
+    assert dispatch.enqueue_horizon(now=now) == 0
+    assert Message.objects.count() == 2
