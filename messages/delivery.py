@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -77,7 +77,7 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
     attempt_number = message.attempt_count + 1
     decision = decide_after_attempt(
         result=result,
-        attempt_number=attempt_number,
+        attempt_number=attempt_number - message.attempt_count_at_resend,
         max_attempts=message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
         retry_schedule=settings.WEBHOOK_RETRY_SCHEDULE,
         now=now,
@@ -142,6 +142,10 @@ def recover_stale_claims(*, now: datetime) -> int:
             duration_ms=round((now - message.claimed_at).total_seconds() * 1000),
             error=WORKER_LOST,
         )
-        record_attempt(message, lost, now=now)
+        try:
+            record_attempt(message, lost, now=now)
+        except DatabaseError:
+            # One bad row must not stop the tick that feeds every other message.
+            logger.exception("message %s: recovering its stale claim failed", message.message_id)
     return len(stale)
 

@@ -52,6 +52,8 @@ class Message(models.Model):
     max_attempts = models.PositiveSmallIntegerField(null=True, blank=True)
     timeout_seconds = models.PositiveSmallIntegerField(null=True, blank=True)
     attempt_count = models.PositiveSmallIntegerField(default=0)
+    # attempt_count when it was last sent again by hand: the retry schedule restarts there.
+    attempt_count_at_resend = models.PositiveSmallIntegerField(default=0)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -89,8 +89,6 @@ def retry_message(*, message_id: str, schedule_to: datetime | None = None, now: 
         if message.status != MessageStatus.FAILED:
             raise MessageNotFailed(message_id)
         _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED)
-        message.attempt_count = 0
-        message.finished_at = None
         message.save()
     return message
 
@@ -105,15 +103,16 @@ def deliver_message_now(*, message_id: str, now: datetime | None = None) -> Mess
         if message.status == MessageStatus.SENDING:
             raise MessageInFlight(message_id)
         status = message.status if message.status in WAITING_STATUSES else MessageStatus.SCHEDULED
-        if message.status == MessageStatus.FAILED:
-            message.attempt_count = 0
-            message.finished_at = None
         _reschedule(message, due_at=now, now=now, status=status)
         message.save()
     return message
 
 
 def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str) -> None:
+    if message.status == MessageStatus.FAILED:
+        # A fresh set of attempts; the earlier ones stay in the history.
+        message.attempt_count_at_resend = message.attempt_count
+        message.finished_at = None
     message.status = status
     message.due_at = due_at
     message.enqueued_at = None

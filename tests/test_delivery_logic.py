@@ -154,3 +154,21 @@ def test_extra_headers_are_sent_but_never_replace_ours(receiver, hook_path):
     headers = receiver.calls_to(hook_path)[0].headers
     assert headers["X-Tenant"] == "acme"
     assert headers["Content-Type"] == "application/json"
+
+
+def test_a_failed_message_sent_again_by_hand_gets_a_fresh_set_of_attempts():
+    from messages import scheduling
+
+    message = make_message(message_id="resent", max_attempts=2)
+    for _ in range(2):
+        claimed = delivery.claim_due_messages([message.pk], now=timezone.now())[0]
+        delivery.record_attempt(claimed, failed_result(status_code=500), now=timezone.now())
+        Message.objects.filter(pk=message.pk, status=MessageStatus.RETRYING).update(due_at=timezone.now())
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.FAILED
+
+    scheduling.retry_message(message_id="resent")
+    claimed = delivery.claim_due_messages([message.pk], now=timezone.now())[0]
+    decision = delivery.record_attempt(claimed, failed_result(status_code=500))
+
+    assert decision.outcome.value == "retry"
+    assert list(DeliveryAttempt.objects.filter(message=message).values_list("number", flat=True)) == [1, 2, 3]
