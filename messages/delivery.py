@@ -18,6 +18,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from messages import metrics
 from messages.models import DeliveryAttempt, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, horizon_end
 from messages.retry_policy import Outcome, RetryDecision, decide_after_attempt
@@ -109,7 +110,17 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
             message.due_at, message.enqueued_at = decision.retry_at, now
             enqueue_after_commit(message)
     _log_attempt(message, result, decision, attempt_number)
+    metrics.record_attempt(
+        outcome=decision.outcome.value,
+        result_class=_result_class(result),
+        duration_seconds=result.duration_ms / 1000,
+        lateness_seconds=(result.started_at - message.schedule_to).total_seconds() if attempt_number == 1 else None,
+    )
     return decision
+
+
+def _result_class(result: WebhookResult) -> str:
+    return f"{result.status_code // 100}xx" if result.status_code is not None else result.error
 
 
 def _fields_after(decision: RetryDecision, *, now: datetime) -> dict[str, object]:

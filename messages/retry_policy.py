@@ -12,6 +12,8 @@ from enum import Enum
 from messages.webhook_client import WebhookResult
 
 RETRYABLE_STATUS_CODES = frozenset({408, 429})
+# Errors that the same call will meet again: the target or the request itself is wrong.
+FINAL_ERRORS = frozenset({"BlockedTarget", "InvalidURL", "InvalidSchema", "MissingSchema", "InvalidHeader"})
 RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
 JITTER = 0.2
 
@@ -29,9 +31,9 @@ class RetryDecision:
 
 
 def is_retryable(result: WebhookResult) -> bool:
-    """Network errors, timeouts, 408, 429 and 5xx may pass; 3xx and other 4xx will not."""
+    """Network errors, timeouts, 408, 429 and 5xx may pass; 3xx, other 4xx and a refused target will not."""
     if result.status_code is None:
-        return True
+        return result.error not in FINAL_ERRORS
     return result.status_code in RETRYABLE_STATUS_CODES or result.status_code >= 500
 
 

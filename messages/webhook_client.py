@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -12,13 +13,54 @@ from typing import Any
 import requests
 import urllib3
 from django.utils import timezone
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError
 
+from messages.target_policy import BlockedTarget, resolve_allowed_address
 from messages.version import USER_AGENT
 
 RESPONSE_EXCERPT_BYTES = 1024
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 _thread_state = threading.local()
+
+
+class _PolicyCheckedConnection:
+    """Connects only to an address the target policy allows, resolved right here."""
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            self._dns_host = resolve_allowed_address(self._dns_host, self.port)
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        return super()._new_conn()
+
+
+class _CheckedHTTPConnection(_PolicyCheckedConnection, HTTPConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_PolicyCheckedConnection, HTTPSConnection):
+    pass
+
+
+class _CheckedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _CheckedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class _TargetPolicyAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _CheckedHTTPConnectionPool,
+            "https": _CheckedHTTPSConnectionPool,
+        }
 
 
 @dataclass(frozen=True)
@@ -49,6 +91,8 @@ def _session() -> requests.Session:
     if session is None:
         session = requests.Session()
         session.trust_env = False  # no proxies or .netrc picked up from the worker's environment
+        session.mount("http://", _TargetPolicyAdapter())
+        session.mount("https://", _TargetPolicyAdapter())
         _thread_state.session = session
     return session
 
@@ -91,7 +135,7 @@ def send_webhook(
                 retry_after=response.headers.get("Retry-After"),
             )
     # urllib3's errors surface unwrapped while the excerpt is read from the raw stream.
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, BlockedTarget) as error:
         return WebhookResult(
             started_at=started_at, duration_ms=elapsed_ms(), error=type(error).__name__
         )

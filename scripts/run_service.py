@@ -26,6 +26,7 @@ def write_first_env_file() -> str | None:
     env_file.write_text(
         "# Written by `make run` on first start; see .env.example for every setting.\n"
         f"API_TOKEN={token}\nSECRET_KEY={secrets.token_urlsafe(50)}\n"
+        f"FLOWER_BASIC_AUTH=ops:{secrets.token_urlsafe(16)}\n"
     )
     env_file.chmod(0o600)
     return token
@@ -67,12 +68,21 @@ def main() -> int:
         print(f"No Redis answered at {settings.REDIS_URL}: starting one of its own on 127.0.0.1:{port}")
     for name, process in parse_procfile((ROOT / "Procfile").read_text()).processes.items():
         manager.add_process(name, process, env=env, cwd=str(ROOT))
+    # Flower can revoke tasks and shows their arguments: it never runs without a login.
+    flower_port = os.environ.get("FLOWER_PORT", "5555")
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        command = f"celery -A scheduler_project flower --address=127.0.0.1 --port={flower_port}"
+        manager.add_process("flower", command, env=env, cwd=str(ROOT))
 
     base = f"http://{settings.API_HOST}:{settings.API_PORT}"
     print(f"\n  API     {base}/messages   (Authorization: Bearer <API_TOKEN from .env>)")
     print(f"  Health  {base}/health")
     print(f"  Admin   {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")
-    print(f"  Docs    {base}/docs\n")
+    print(f"  Docs    {base}/docs")
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        print(f"  Flower  http://127.0.0.1:{flower_port}/   (FLOWER_BASIC_AUTH from .env)\n")
+    else:
+        print("  Flower  not started: set FLOWER_BASIC_AUTH=user:password in .env\n")
     if new_token:
         print(f"  Wrote .env with a new API token: {new_token}\n")
     manager.loop()

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from messages.api.errors import RequestTooLarge
 from messages.models import DeliveryAttempt, Message
 from messages.signing import SIGNATURE_HEADERS
+from messages.target_policy import host_block_reason
 from messages.webhook_client import IDEMPOTENCY_HEADER, encode_payload
 
 MESSAGE_ID_PATTERN = r"[A-Za-z0-9\-_.:@+=~]{1,200}"
@@ -61,6 +62,9 @@ def validate_webhook_url(value: str) -> str:
         raise serializers.ValidationError("Is not a valid URL.") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise serializers.ValidationError("Must be an absolute http:// or https:// URL.")
+    reason = host_block_reason(parts.hostname)
+    if reason:
+        raise serializers.ValidationError(f"This target is not allowed: {reason}.")
     return value
 
 

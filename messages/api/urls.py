@@ -1,4 +1,5 @@
 from django.urls import re_path
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from messages.api import views
 
@@ -8,4 +9,8 @@ urlpatterns = [
     re_path(r"^messages/(?P<message_id>[^/]+)/retry/?$", views.MessageRetryView.as_view(), name="message-retry"),
     re_path(r"^messages/(?P<message_id>[^/]+)/?$", views.MessageDetailView.as_view(), name="message"),
     re_path(r"^health/?$", views.HealthView.as_view(), name="health"),
+    # Public, like /health (SERVE_PERMISSIONS and SERVE_AUTHENTICATION in settings).
+    re_path(r"^openapi\.json/?$", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
+    re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="docs"),
+    re_path(r"^metrics/?$", views.MetricsView.as_view(), name="metrics"),
 ]
