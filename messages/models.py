@@ -70,6 +70,7 @@ class Message(models.Model):
     objects = MessageQuerySet.as_manager()
 
     class Meta:
+        permissions = [("run_message_actions", "Can deliver now, cancel and retry messages")]
         constraints = [
             # POST's 409 and every lookup by id; delivered history may repeat an id.
             models.UniqueConstraint(

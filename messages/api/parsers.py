@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework.parsers import JSONParser
 
-from messages.api.errors import RequestTooLarge
+from messages.api.exceptions import RequestTooLarge
 
 # Room for everything around the payload: id, URL, headers and options.
 ENVELOPE_BYTES = 64 * 1024

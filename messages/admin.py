@@ -1,0 +1,328 @@
+"""Django admin for ops staff: look messages up, see their attempts, deliver now, cancel, retry.
+
+Nothing is edited in place: every change goes through messages.scheduling, like the API's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.messages import ERROR, SUCCESS, WARNING
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import F, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages.scheduling import (
+    MessageInFlight,
+    MessageNotFailed,
+    MessageNotFound,
+    cancel_message,
+    deliver_message_now,
+    retry_message,
+)
+
+RUN_ACTIONS_PERMISSION = "run_message_actions"
+# Counting further than this reads that many more rows on every page load.
+COUNT_CAP = 10_000
+# Each message is its own locked transaction: a larger selection belongs in a management command.
+MAX_MESSAGES_PER_ACTION = 1_000
+URL_SCHEMES = ("http://", "https://")
+
+SKIP_REASONS: dict[type[Exception], str] = {
+    MessageInFlight: "in flight (its webhook is being called right now)",
+    MessageNotFailed: "not failed",
+    MessageNotFound: "already delivered or gone",
+}
+
+
+# --- What the list shows -------------------------------------------------------------------
+
+
+def describe_span(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{int(seconds)} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} d"
+
+
+def describe_due(due_at: datetime, now: datetime) -> str:
+    seconds = (due_at - now).total_seconds()
+    return f"in {describe_span(seconds)}" if seconds >= 0 else f"{describe_span(seconds)} late"
+
+
+def target_host(webhook_url: str) -> str:
+    """host[:port] only: the URL itself may carry credentials."""
+    parts = urlsplit(webhook_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host  # IPv6, as in the URL
+    return f"{host}:{port}" if port else host
+
+
+def last_result(message: Message) -> str | None:
+    if message.last_status_code is not None:
+        return f"HTTP {message.last_status_code}"
+    return message.last_error or None
+
+
+def pretty_json(value: Any) -> SafeString:
+    # format_html escapes: a payload is untrusted input and may well contain "<script>".
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# --- Filtering and counting on a table of a million rows -----------------------------------
+
+
+class DueFilter(admin.SimpleListFilter):
+    """Buckets of due_at, each a range query the by_due_at index serves."""
+
+    title = "due"
+    parameter_name = "due"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [
+            ("overdue", "Overdue"),
+            ("next_hour", "Within the next hour"),
+            ("today", "Later today"),
+            ("later", "After today"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
+        bounds = due_bucket_bounds(timezone.now()).get(self.value() or "")
+        if bounds is None:
+            return queryset
+        start, end = bounds
+        if start is not None:
+            queryset = queryset.filter(due_at__gte=start)
+        if end is not None:
+            queryset = queryset.filter(due_at__lt=end)
+        return queryset
+
+
+def due_bucket_bounds(now: datetime) -> dict[str, tuple[datetime | None, datetime | None]]:
+    """Disjoint [start, end) ranges; "today" ends at midnight in TIME_ZONE."""
+    in_an_hour = now + timedelta(hours=1)
+    local_now = timezone.localtime(now)
+    midnight = datetime.combine(local_now.date() + timedelta(days=1), time.min, tzinfo=local_now.tzinfo)
+    end_of_today = max(midnight, in_an_hour)
+    return {
+        "overdue": (None, now),
+        "next_hour": (now, in_an_hour),
+        "today": (in_an_hour, end_of_today),
+        "later": (end_of_today, None),
+    }
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP rows; the whole table, unfiltered, from PostgreSQL's statistics.
+
+    An exact COUNT(*) reads every row. Past the cap the page links stop at COUNT_CAP rows
+    (search or filter to narrow down); an estimate may leave the last page short or empty.
+    """
+
+    @cached_property
+    def count(self) -> int:
+        estimate = self._estimated_table_rows()
+        if estimate is not None and estimate > COUNT_CAP:
+            return estimate
+        return min(self.object_list.order_by().values("pk")[: COUNT_CAP + 1].count(), COUNT_CAP)
+
+    def _estimated_table_rows(self) -> int | None:
+        queryset = self.object_list
+        connection = connections[queryset.db]
+        if queryset.query.where or connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            # reltuples is what ANALYZE/autovacuum last saw: -1 (PG 14+) before the first one.
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [connection.ops.quote_name(queryset.model._meta.db_table)],
+            )
+            row = cursor.fetchone()
+        return int(row[0]) if row and row[0] >= 0 else None
+
+
+# --- The admin -----------------------------------------------------------------------------
+
+
+class MessageChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters: list[str] | None = None) -> QuerySet[Message]:
+        # A payload may be a megabyte: a page of 100 rows must not read them, it never shows them.
+        return super().get_queryset(request, exclude_parameters).defer("payload", "headers")
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_excerpt")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
+        # Each row's title is str(attempt), which names its message: one join, not a query each.
+        return super().get_queryset(request).select_related("message")
+
+    def has_add_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("message_id", "status", "due", "attempt_count", "last_result", "target_host")
+    list_filter = ("status", DueFilter)
+    # Both fields are declared for the search box; get_search_results picks one per term.
+    search_fields = ("message_id__exact", "webhook_url__startswith")
+    search_help_text = "An exact message id, or the start of a webhook URL (https://host/...)."
+    # Pending first in next-run order (by_due_at), then finished history (due_at is empty).
+    ordering = (F("due_at").asc(nulls_last=True),)
+    list_per_page = 100
+    show_full_result_count = False
+    paginator = BoundedCountPaginator
+    inlines = (DeliveryAttemptInline,)
+    actions = ("deliver_now", "cancel", "retry")
+    fieldsets = (
+        (None, {"fields": ("message_id", "status", "webhook_url", "schedule_to", "due_at", "created_at")}),
+        ("Delivery", {"fields": (
+            "attempt_count", "attempt_count_at_resend", "max_attempts", "timeout_seconds",
+            "last_status_code", "last_error", "finished_at",
+        )}),
+        ("Claim", {"fields": ("enqueued_at", "claimed_at", "claim_token"), "classes": ("collapse",)}),
+        ("Content", {"fields": ("formatted_payload", "formatted_headers")}),
+    )
+    # All of it: a direct edit of status, due_at, the claim or the counts would bypass the
+    # state machine (no lock, no enqueue, no revoke). Changes go through the actions.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+
+    @admin.display(description="Due / finished", ordering="due_at")
+    def due(self, message: Message) -> str | None:
+        if message.due_at is not None:
+            return format_html('<span title="{}">{}</span>', message.due_at.isoformat(),
+                               describe_due(message.due_at, timezone.now()))
+        if message.finished_at is not None:
+            return f"finished {timezone.localtime(message.finished_at):%Y-%m-%d %H:%M:%S %Z}"
+        return None
+
+    @admin.display(description="Last result")
+    def last_result(self, message: Message) -> str | None:
+        return last_result(message)
+
+    @admin.display(description="Target host")
+    def target_host(self, message: Message) -> str:
+        return target_host(message.webhook_url)
+
+    @admin.display(description="Payload")
+    def formatted_payload(self, message: Message) -> SafeString:
+        return pretty_json(message.payload)
+
+    @admin.display(description="Headers")
+    def formatted_headers(self, message: Message) -> SafeString:
+        return pretty_json(message.headers)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return MessageChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        # message_id is indexed (by_message_id_created and the unique constraint), so an id is
+        # looked up exactly. webhook_url has no index: a URL prefix scans the table, so only
+        # terms that look like a URL pay for it. An OR of both would scan for every search.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.startswith(URL_SCHEMES):
+            return queryset.filter(webhook_url__startswith=term), False
+        return queryset.filter(message_id=term), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # messages come in through the API, which validates them
+
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False  # view-only; see readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False  # a plain delete skips cancel_message's lock, in-flight check and revoke
+
+    def has_run_message_actions_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{RUN_ACTIONS_PERMISSION}")
+
+    @admin.action(description="Deliver now", permissions=[RUN_ACTIONS_PERMISSION])
+    def deliver_now(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._run_per_message(request, queryset, deliver_message_now, done="Set to deliver now")
+
+    @admin.action(description="Cancel (delete)", permissions=[RUN_ACTIONS_PERMISSION])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._run_per_message(request, queryset, cancel_message, done="Cancelled")
+
+    @admin.action(description="Retry failed message", permissions=[RUN_ACTIONS_PERMISSION])
+    def retry(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._run_per_message(request, queryset, retry_message, done="Scheduled again")
+
+    def _run_per_message(
+        self, request: HttpRequest, queryset: QuerySet[Message], operation: Callable[..., object], *, done: str
+    ) -> None:
+        selected = list(queryset.order_by().values_list("message_id", "status")[: MAX_MESSAGES_PER_ACTION + 1])
+        if len(selected) > MAX_MESSAGES_PER_ACTION:
+            self.message_user(request, f"Select at most {MAX_MESSAGES_PER_ACTION} messages at a time.", ERROR)
+            return
+        succeeded, skipped = run_per_message(selected, operation)
+        if succeeded:
+            self.message_user(request, f"{done}: {count_of(succeeded)}.", SUCCESS)
+        for reason, message_ids in skipped.items():
+            self.message_user(request, f"Skipped {count_of(message_ids)} {reason}: {listed(message_ids)}.", WARNING)
+
+
+def run_per_message(
+    selected: list[tuple[str, str]], operation: Callable[..., object]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Calls `operation` for each id; returns the ids it succeeded for and the skipped by reason."""
+    succeeded: list[str] = []
+    skipped: dict[str, list[str]] = defaultdict(list)
+    for message_id, status in selected:
+        if status == MessageStatus.DELIVERED:
+            # History: the operations act on the message now holding the id, which may be
+            # a newer one the user did not select.
+            skipped[SKIP_REASONS[MessageNotFound]].append(message_id)
+            continue
+        try:
+            operation(message_id=message_id)
+        except tuple(SKIP_REASONS) as error:
+            skipped[SKIP_REASONS[type(error)]].append(message_id)
+        else:
+            succeeded.append(message_id)
+    return succeeded, dict(skipped)
+
+
+def count_of(message_ids: list[str]) -> str:
+    return f"{len(message_ids)} message" + ("" if len(message_ids) == 1 else "s")
+
+
+def listed(message_ids: list[str], limit: int = 10) -> str:
+    shown = ", ".join(message_ids[:limit])
+    return shown if len(message_ids) <= limit else f"{shown} and {len(message_ids) - limit} more"
