@@ -24,7 +24,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages.api_keys import issue_secret, revoke_api_key
+from messages.models import ApiKey, DeliveryAttempt, Message, MessageStatus
 from messages.scheduling import (
     MessageInFlight,
     MessageNotFailed,
@@ -326,3 +327,38 @@ def count_of(message_ids: list[str]) -> str:
 def listed(message_ids: list[str], limit: int = 10) -> str:
     shown = ", ".join(message_ids[:limit])
     return shown if len(message_ids) <= limit else f"{shown} and {len(message_ids) - limit} more"
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created here (the secret is shown once) and revoked here; never edited."""
+
+    list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return ["name"] if obj is None else ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False  # revoked keys stay listed, so that their use can be traced
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            return
+        secret = issue_secret(obj)
+        super().save_model(request, obj, form, change)
+        self.message_user(request, f"API key “{obj.name}” created. Copy it now, it is not shown again: {secret}", WARNING)
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            revoke_api_key(key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", SUCCESS)

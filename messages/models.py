@@ -112,3 +112,23 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message.message_id} #{self.number}"
+
+
+class ApiKey(models.Model):
+    """A named API key beside API_TOKEN, so keys can be rotated without downtime.
+
+    Only a SHA-256 of the key is stored: the key itself is shown once, when it is created.
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)  # the lookup on every request
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

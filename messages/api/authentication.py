@@ -1,6 +1,8 @@
-"""Bearer-token authentication against API_TOKEN, compared in constant time."""
+"""Bearer-token authentication: API_TOKEN (compared in constant time) or an active API key."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
@@ -8,11 +10,15 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from messages.api_keys import find_active_key
 
+
+@dataclass(frozen=True)
 class ApiClient:
-    """Whoever holds the token; there are no per-user permissions on the API."""
+    """Whoever holds a token; `identity` names it for rate limits ("api-token" or "key:<id>")."""
 
-    is_authenticated = True
+    identity: str
+    is_authenticated: bool = True
 
 
 class BearerTokenAuthentication(BaseAuthentication):
@@ -21,11 +27,15 @@ class BearerTokenAuthentication(BaseAuthentication):
         if not header:
             return None  # answered with 401 by IsAuthenticated
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise AuthenticationFailed("Send the API token as 'Authorization: Bearer <token>'.")
-        if not settings.API_TOKEN or not constant_time_compare(token.strip(), settings.API_TOKEN):
+        if settings.API_TOKEN and constant_time_compare(token, settings.API_TOKEN):
+            return ApiClient(identity="api-token"), token
+        key = find_active_key(token)
+        if key is None:
             raise AuthenticationFailed("Invalid API token.")
-        return ApiClient(), token
+        return ApiClient(identity=f"key:{key.pk}"), token
 
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (with this challenge) rather than 403.

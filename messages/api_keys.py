@@ -1,0 +1,51 @@
+"""API keys: created with a random secret, stored as a hash, revoked without touching the others."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from messages.models import ApiKey
+
+KEY_PREFIX = "whs_"
+# Writing last_used_at on every request would put a write on the hot path; once a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def issue_secret(key: ApiKey) -> str:
+    """Gives an unsaved key its random secret; returns the secret, which is never stored."""
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key.prefix, key.key_hash = raw_key[:12], hash_key(raw_key)
+    return raw_key
+
+
+def create_api_key(*, name: str) -> tuple[ApiKey, str]:
+    key = ApiKey(name=name)
+    raw_key = issue_secret(key)
+    key.save()
+    return key, raw_key
+
+
+def find_active_key(raw_key: str, *, now: datetime | None = None) -> ApiKey | None:
+    # An indexed lookup of a SHA-256: its timing says nothing useful about the key.
+    key = ApiKey.objects.filter(key_hash=hash_key(raw_key), revoked_at__isnull=True).first()
+    if key is not None:
+        _record_use(key, now=now or timezone.now())
+    return key
+
+
+def revoke_api_key(key: ApiKey, *, now: datetime | None = None) -> None:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+
+
+def _record_use(key: ApiKey, *, now: datetime) -> None:
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
