@@ -3,12 +3,14 @@
 Every setting is documented in `.env.example`; a bad value fails at start-up.
 """
 
+from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import quote
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from messages.version import VERSION
 from scheduler_project.durations import parse_duration_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +40,18 @@ API_HOST = env.str("API_HOST", default="127.0.0.1")
 API_PORT = env.int("API_PORT", default=8000)
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=4)
 
+# Behind a TLS-terminating proxy in production: secure cookies, HTTPS redirects, HSTS, and the
+# proxy's X-Forwarded-Proto trusted. /health stays reachable over plain HTTP for probes.
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+# The preload directive alone enrols nothing: a domain joins browsers' lists only when submitted.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -46,6 +60,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets, served locally
     "messages.apps.ScheduledMessagesConfig",
 ]
 
@@ -143,10 +159,45 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["messages.api.parsers.BoundedJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["messages.api.throttling.PerClientRateThrottle"],
     "EXCEPTION_HANDLER": "messages.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# /openapi.json and /docs: public, like /health; the examples live in messages/api/schema.py.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Webhook Scheduler API",
+    "VERSION": VERSION,
+    "DESCRIPTION": (
+        "Schedules webhook calls: POST a message with a time, a URL and a JSON payload, and the "
+        "service POSTs the payload to the URL at that time, retrying failed calls. "
+        "Every endpoint except `/health` and these docs needs `Authorization: Bearer <token>`, "
+        "with API_TOKEN or an API key."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["messages.api.schema.contract_paths"],
+}
+
+
+def _rate_limit_from_env() -> tuple[int, float] | None:
+    """API_RATE_LIMIT as "600/min" (also s, h): requests per window per API key; empty: none."""
+    text = env.str("API_RATE_LIMIT", default="")
+    if not text:
+        return None
+    try:
+        count, _, unit = text.partition("/")
+        return int(count), {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}[unit]
+    except (KeyError, ValueError):
+        raise ImproperlyConfigured(f"API_RATE_LIMIT: {text!r} is not like 600/min.") from None
+
+
+API_RATE_LIMIT = _rate_limit_from_env()
 
 # --- Scheduling and delivery -------------------------------------------------------------
 
@@ -169,6 +220,10 @@ DELIVERY_CLAIM_TIMEOUT_SECONDS = env.float(
     "DELIVERY_CLAIM_TIMEOUT_SECONDS", default=WEBHOOK_TIMEOUT_SECONDS + 60.0
 )
 
+# Hosts webhooks may call ("example.com", ".example.com" for it and its subdomains); empty: any.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# Refuse loopback, private, CGNAT and reserved addresses (checked again after DNS at send time).
+WEBHOOK_BLOCK_PRIVATE_NETWORKS = env.bool("WEBHOOK_BLOCK_PRIVATE_NETWORKS", default=False)
 # Delay before each retry, after the previous attempt; each step gets up to ±20% jitter.
 WEBHOOK_RETRY_SCHEDULE = parse_duration_list(
     env.str("WEBHOOK_RETRY_SCHEDULE", default="5s,5m,30m,2h,5h,10h,10h"),
@@ -184,6 +239,9 @@ DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
 SCHEDULER_DISPATCH_BATCH = env.int("SCHEDULER_DISPATCH_BATCH", default=5000)
 # Concurrent calls inside one task carrying messages due at the same moment.
 DELIVERY_GROUP_CONCURRENCY = env.int("DELIVERY_GROUP_CONCURRENCY", default=50)
+
+# Networks (CIDR) that may read /metrics without the API token, e.g. 10.0.0.0/8 for Prometheus.
+METRICS_ALLOWED_NETWORKS = [ip_network(network) for network in env.list("METRICS_ALLOWED_NETWORKS", default=[])]
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

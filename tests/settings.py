@@ -44,6 +44,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+# No collectstatic in tests: whitenoise serves the apps' static files (Swagger UI's) directly.
+WHITENOISE_USE_FINDERS = True
 # whitenoise warns on every request when the static root does not exist yet.
 STATIC_ROOT = f"{_run_dir}/static"
 os.makedirs(STATIC_ROOT, exist_ok=True)

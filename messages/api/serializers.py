@@ -12,7 +12,7 @@ from requests.exceptions import RequestException
 from requests.models import PreparedRequest
 from rest_framework import serializers
 
-from messages.api.errors import RequestTooLarge
+from messages.api.exceptions import RequestTooLarge
 from messages.models import DeliveryAttempt, Message
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason

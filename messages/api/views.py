@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 
+from django.http import HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messages import health, listing, scheduling
-from messages.api.errors import Conflict
+from messages import health, listing, metrics, scheduling
+from messages.api import schema
+from messages.api.exceptions import Conflict
+from messages.api.permissions import IsAuthenticatedOrFromAllowedNetwork
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
     ListMessagesSerializer,
@@ -34,6 +38,7 @@ def _valid_path_id(message_id: str) -> str:
 
 
 class MessageCollectionView(APIView):
+    @schema.list_messages_docs
     def get(self, request: Request) -> Response:
         query = ListMessagesSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -50,6 +55,7 @@ class MessageCollectionView(APIView):
             body["next"] = page.next_cursor
         return Response(body)
 
+    @schema.schedule_message_docs
     def post(self, request: Request) -> Response:
         serializer = ScheduleMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -70,6 +76,7 @@ class MessageCollectionView(APIView):
 
 
 class MessageDetailView(APIView):
+    @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
         try:
             message = scheduling.find_message(message_id=_valid_path_id(message_id))
@@ -77,6 +84,7 @@ class MessageDetailView(APIView):
             raise _not_found(message_id) from None
         return Response(message_detail(message))
 
+    @schema.cancel_message_docs
     def delete(self, request: Request, message_id: str) -> Response:
         try:
             scheduling.cancel_message(message_id=_valid_path_id(message_id))
@@ -88,6 +96,7 @@ class MessageDetailView(APIView):
 
 
 class MessageRetryView(APIView):
+    @schema.retry_message_docs
     def post(self, request: Request, message_id: str) -> Response:
         serializer = RetryMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -103,10 +112,19 @@ class MessageRetryView(APIView):
         return Response({"status": message.status, "messageId": message.message_id})
 
 
+class MetricsView(APIView):
+    permission_classes = [IsAuthenticatedOrFromAllowedNetwork]
+
+    @schema.metrics_docs
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse(generate_latest(metrics.scheduler_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
 class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @schema.health_docs
     def get(self, request: Request) -> Response:
         report = health.check_health()
         return Response(report.as_dict(), status=200 if report.is_healthy else 503)

@@ -1,0 +1,427 @@
+"""The OpenAPI document (/openapi.json, /docs): bearer auth, the answers' shapes and examples.
+
+Documentation only: the serializers here describe what views.py builds by hand; nothing
+validates or renders with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+
+from messages.api.exceptions import RequestTooLarge
+from messages.api.serializers import (
+    MESSAGE_ID_PATTERN,
+    ListMessagesSerializer,
+    RetryMessageSerializer,
+    ScheduleMessageSerializer,
+)
+
+# --- Authentication and custom fields ------------------------------------------------------
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "messages.api.authentication.BearerTokenAuthentication"
+    name = "BearerAuth"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The service's API_TOKEN or an API key made in the admin, sent as "
+            "`Authorization: Bearer <token>`.",
+        }
+
+
+class ScheduleToFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "messages.api.serializers.ScheduleToField"
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, str]:
+        return {
+            "type": "string",
+            "format": "date-time",
+            "description": "ISO 8601 with `Z` or an offset, e.g. 2026-04-15T02:41:45.000Z. A past time is "
+            "delivered as soon as possible.",
+        }
+
+
+def contract_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    """Preprocessing hook: paths as the contract writes them, `/messages/{id}`, no trailing slash.
+
+    The URL patterns end in `/?` (the slashed form is accepted too), which would otherwise
+    document every path with a trailing slash.
+    """
+    documented = []
+    for path, path_regex, method, callback in endpoints:
+        path = path.rstrip("/").replace("{message_id}", "{id}")
+        documented.append((path, path_regex.replace("(?P<message_id>", "(?P<id>"), method, callback))
+    return documented
+
+
+# --- What the views answer -----------------------------------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, as a sentence.")
+
+
+class ValidationErrorSerializer(ErrorSerializer):
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Field name to the list of what is wrong with it.",
+    )
+
+
+class ScheduledSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="Always `scheduled`.")
+    messageId = serializers.CharField()  # noqa: N815 - the contract's field names
+
+
+class DeletedSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="Always `deleted`.")
+    messageId = serializers.CharField()  # noqa: N815
+
+
+class ListedMessageSerializer(serializers.Serializer):
+    messageId = serializers.CharField()  # noqa: N815
+    nextRun = serializers.DateTimeField(  # noqa: N815
+        allow_null=True, help_text="UTC with a `+00:00` offset; null for a failed message."
+    )
+    trigger = serializers.CharField(allow_null=True, help_text="`date[YYYY-MM-DD HH:MM:SS UTC]`.")
+    status = serializers.CharField(help_text="scheduled, sending, retrying or failed.")
+
+
+class MessageListSerializer(serializers.Serializer):
+    scheduledJobs = ListedMessageSerializer(many=True)  # noqa: N815
+    count = serializers.IntegerField(help_text="All messages that match, not only this page's.")
+    next = serializers.CharField(
+        required=False, help_text="Cursor for the next page (pass as `cursor`); absent on the last page."
+    )
+
+
+class AttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    startedAt = serializers.DateTimeField()  # noqa: N815
+    durationMs = serializers.IntegerField()  # noqa: N815
+    statusCode = serializers.IntegerField(allow_null=True, help_text="Null when no response came.")  # noqa: N815
+    error = serializers.CharField(allow_null=True, help_text="e.g. timeout, connection refused.")
+    responseExcerpt = serializers.CharField(help_text="The start of the response body.")  # noqa: N815
+
+
+class MessageDetailSerializer(serializers.Serializer):
+    messageId = serializers.CharField()  # noqa: N815
+    status = serializers.CharField(help_text="scheduled, sending, retrying, failed or delivered.")
+    scheduleTo = serializers.DateTimeField()  # noqa: N815
+    nextRun = serializers.DateTimeField(allow_null=True)  # noqa: N815
+    webhookUrl = serializers.CharField()  # noqa: N815
+    payload = serializers.JSONField()
+    headers = serializers.DictField(child=serializers.CharField())
+    maxAttempts = serializers.IntegerField()  # noqa: N815
+    timeoutSeconds = serializers.FloatField()  # noqa: N815
+    attemptCount = serializers.IntegerField()  # noqa: N815
+    lastOutcome = serializers.CharField(allow_null=True, help_text="e.g. `HTTP 503` or `timeout`.")  # noqa: N815
+    createdAt = serializers.DateTimeField()  # noqa: N815
+    finishedAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+    attempts = AttemptSerializer(many=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="healthy, degraded (no live worker and beat) or unhealthy.")
+    redis = serializers.CharField(help_text="connected or disconnected.")
+    database = serializers.CharField(help_text="connected or disconnected.")
+    scheduler = serializers.CharField(help_text="running or stopped.")
+    scheduled_jobs = serializers.IntegerField(allow_null=True, help_text="Messages not yet delivered.")
+    failing = serializers.ListField(child=serializers.CharField(), help_text="The checks that failed.")
+
+
+# --- Examples ----------------------------------------------------------------------------
+
+CONTRACT_MESSAGE = {
+    "id": "unique-message-id",
+    "scheduleTo": "2026-04-15T02:41:45.000Z",
+    "payload": {"data": "your webhook payload"},
+    "webhookUrl": "https://your-webhook-endpoint.com",
+}
+LISTED_MESSAGE = {
+    "messageId": "unique-message-id",
+    "nextRun": "2026-04-15T02:41:45+00:00",
+    "trigger": "date[2026-04-15 02:41:45 UTC]",
+    "status": "scheduled",
+}
+MESSAGE_DETAIL = {
+    "messageId": "unique-message-id",
+    "status": "retrying",
+    "scheduleTo": "2026-04-15T02:41:45+00:00",
+    "nextRun": "2026-04-15T02:41:50.120000+00:00",
+    "webhookUrl": "https://your-webhook-endpoint.com",
+    "payload": {"data": "your webhook payload"},
+    "headers": {"X-Tenant": "acme"},
+    "maxAttempts": 8,
+    "timeoutSeconds": 30.0,
+    "attemptCount": 1,
+    "lastOutcome": "HTTP 503",
+    "createdAt": "2026-04-14T09:12:03.418000+00:00",
+    "finishedAt": None,
+    "attempts": [
+        {
+            "number": 1,
+            "startedAt": "2026-04-15T02:41:45.031000+00:00",
+            "durationMs": 212,
+            "statusCode": 503,
+            "error": None,
+            "responseExcerpt": "Service Unavailable",
+        }
+    ],
+}
+HEALTHY = {
+    "status": "healthy", "redis": "connected", "database": "connected",
+    "scheduler": "running", "scheduled_jobs": 3, "failing": [],
+}
+DEGRADED = {**HEALTHY, "status": "degraded", "scheduler": "stopped", "failing": ["scheduler"]}
+UNHEALTHY = {
+    "status": "unhealthy", "redis": "disconnected", "database": "connected",
+    "scheduler": "stopped", "scheduled_jobs": 3, "failing": ["redis"],
+}
+
+
+def _example(name: str, value: Any, summary: str = "") -> OpenApiExample:
+    return OpenApiExample(name, value=value, summary=summary or name)
+
+
+def _error(description: str, *examples: tuple[str, str]) -> OpenApiResponse:
+    return OpenApiResponse(
+        ErrorSerializer,
+        description=description,
+        examples=[_example(name, {"detail": detail}) for name, detail in examples],
+    )
+
+
+def _invalid(description: str, field: str, message: str) -> OpenApiResponse:
+    body = {"detail": f"Invalid {field}: {message}", "errors": {field: [message]}}
+    examples = [_example(f"Invalid {field}", body)]
+    return OpenApiResponse(ValidationErrorSerializer, description=description, examples=examples)
+
+
+UNAUTHORIZED = _error(
+    "No token, another scheme, or a wrong token.",
+    ("No token", "Authentication credentials were not provided."),
+    ("Wrong token", "Invalid API token."),
+)
+THROTTLED = _error(
+    "More requests than API_RATE_LIMIT allows for this token; the `Retry-After` header says when to retry.",
+    ("Rate limited", "Request was throttled. Expected available in 12 seconds."),
+)
+TOO_LARGE = _error(
+    "The body or the payload is larger than PAYLOAD_MAX_BYTES allows.",
+    ("Body too large", str(RequestTooLarge.default_detail)),
+)
+NOT_JSON = _error(
+    "The body is not `application/json`.",
+    ("Not JSON", 'Unsupported media type "text/plain" in request.'),
+)
+NO_SUCH_MESSAGE = _error(
+    "No message holds this id (never created, deleted, or delivered and pruned).",
+    ("Unknown id", "No message with id 'unique-message-id'."),
+)
+
+MESSAGE_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    required=True,
+    pattern=f"^{MESSAGE_ID_PATTERN}$",
+    description="The message's id, as given in POST /messages.",
+)
+_list_query = ListMessagesSerializer().fields
+
+# --- One decorator per operation, applied in views.py --------------------------------------
+
+schedule_message_docs = extend_schema(
+    operation_id="scheduleMessage",
+    summary="Schedule a webhook call",
+    description="At `scheduleTo` the service POSTs `payload` as JSON to `webhookUrl`, retrying network "
+    "errors and 5xx. The id is taken until the message is delivered or deleted.",
+    request=ScheduleMessageSerializer,
+    examples=[
+        OpenApiExample("Contract", value=CONTRACT_MESSAGE, request_only=True),
+        OpenApiExample(
+            "With headers and retry options",
+            value={**CONTRACT_MESSAGE, "headers": {"X-Tenant": "acme"}, "maxAttempts": 5, "timeoutSeconds": 10},
+            request_only=True,
+        ),
+    ],
+    responses={
+        200: OpenApiResponse(
+            ScheduledSerializer,
+            description="Scheduled.",
+            examples=[_example("Scheduled", {"status": "scheduled", "messageId": "unique-message-id"})],
+        ),
+        400: _invalid("A field is missing or invalid; nothing is stored.", "scheduleTo",
+                      "Must carry a UTC offset, e.g. 'Z' or '+02:00'."),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        409: _error(
+            "A message with this id is scheduled, retrying or failed.",
+            ("Id taken", "A message with id 'unique-message-id' already exists."),
+        ),
+        413: TOO_LARGE,
+        415: NOT_JSON,
+    },
+)
+
+list_messages_docs = extend_schema(
+    operation_id="listMessages",
+    summary="List pending messages",
+    description="Messages not yet delivered, earliest `nextRun` first; `status=failed` lists failed "
+    "messages in the order they failed.",
+    parameters=[
+        OpenApiParameter(
+            "status", OpenApiTypes.STR, enum=list(_list_query["status"].choices),
+            description="Only messages in this state; default: all not yet delivered.",
+        ),
+        OpenApiParameter(
+            "limit",
+            {
+                "type": "integer",
+                "minimum": _list_query["limit"].min_value,
+                "maximum": _list_query["limit"].max_value,
+                "default": _list_query["limit"].default,
+            },
+            description="Page size.",
+        ),
+        OpenApiParameter("cursor", OpenApiTypes.STR, description="The `next` value of the previous page."),
+    ],
+    responses={
+        200: OpenApiResponse(
+            MessageListSerializer,
+            description="One page of messages.",
+            examples=[
+                _example("Contract", {"scheduledJobs": [LISTED_MESSAGE], "count": 1}),
+                _example(
+                    "Paged",
+                    {"scheduledJobs": [LISTED_MESSAGE], "count": 2,
+                     "next": "MjAyNi0wNC0xNVQwMjo0MTo0NSswMDowMHwx"},
+                    summary="limit=1 of 2: pass `next` as `cursor`",
+                ),
+            ],
+        ),
+        400: _invalid("A query parameter is invalid.", "cursor", "Is not a cursor this API gave out."),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+    },
+)
+
+get_message_docs = extend_schema(
+    operation_id="getMessage",
+    summary="One message in full",
+    description="A pending or failed message, or else the latest delivered one still kept as history.",
+    parameters=[MESSAGE_ID],
+    responses={
+        200: OpenApiResponse(
+            MessageDetailSerializer,
+            description="The message with its attempts so far.",
+            examples=[_example("Retrying after a 503", MESSAGE_DETAIL)],
+        ),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        404: NO_SUCH_MESSAGE,
+    },
+)
+
+cancel_message_docs = extend_schema(
+    operation_id="cancelMessage",
+    summary="Cancel a message",
+    description="Deletes a scheduled, retrying or failed message; its webhook is never called afterwards.",
+    parameters=[MESSAGE_ID],
+    responses={
+        200: OpenApiResponse(
+            DeletedSerializer,
+            description="Deleted.",
+            examples=[_example("Deleted", {"status": "deleted", "messageId": "unique-message-id"})],
+        ),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        404: NO_SUCH_MESSAGE,
+        409: _error(
+            "The message is being delivered right now.",
+            ("In flight", "Message 'unique-message-id' is being delivered right now; it can no longer be cancelled."),
+        ),
+    },
+)
+
+retry_message_docs = extend_schema(
+    operation_id="retryMessage",
+    summary="Send a failed message again",
+    description="Schedules a failed message again, now or at `scheduleTo`, with a fresh set of attempts.",
+    parameters=[MESSAGE_ID],
+    request=RetryMessageSerializer,
+    examples=[
+        OpenApiExample("Now", value={}, request_only=True),
+        OpenApiExample("Later", value={"scheduleTo": "2026-04-16T08:00:00Z"}, request_only=True),
+    ],
+    responses={
+        200: OpenApiResponse(
+            ScheduledSerializer,
+            description="Scheduled again.",
+            examples=[_example("Scheduled again", {"status": "scheduled", "messageId": "unique-message-id"})],
+        ),
+        400: _invalid("`scheduleTo` is invalid.", "scheduleTo", "Must carry a UTC offset, e.g. 'Z' or '+02:00'."),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        404: NO_SUCH_MESSAGE,
+        409: _error(
+            "The message has not failed.",
+            ("Not failed", "Message 'unique-message-id' has not failed; only failed messages can be retried."),
+        ),
+        415: NOT_JSON,
+    },
+)
+
+health_docs = extend_schema(
+    operation_id="health",
+    summary="Service health",
+    description="Checks the database, Redis and the worker + beat pair. No authentication.",
+    auth=[],  # no security requirement at all, rather than spectacular's "optional" {}
+    responses={
+        200: OpenApiResponse(
+            HealthSerializer,
+            description="Database and Redis reachable (`degraded` when no worker and beat run).",
+            examples=[
+                _example("Healthy", HEALTHY),
+                _example("Degraded", DEGRADED),
+            ],
+        ),
+        503: OpenApiResponse(
+            HealthSerializer,
+            description="The database or Redis is unreachable.",
+            examples=[_example("Unhealthy", UNHEALTHY)],
+        ),
+    },
+)
+
+metrics_docs = extend_schema(
+    operation_id="metrics",
+    summary="Prometheus metrics",
+    description="Prometheus text format. Needs the token, unless the caller is on a network listed in "
+    "METRICS_ALLOWED_NETWORKS.",
+    responses={
+        (200, "text/plain"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description="Prometheus exposition text.",
+            examples=[
+                _example(
+                    "Metrics",
+                    '# HELP scheduler_messages Messages in the database by status.\n'
+                    '# TYPE scheduler_messages gauge\nscheduler_messages{status="scheduled"} 3.0\n',
+                )
+            ],
+        ),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+    },
+)
