@@ -1,0 +1,86 @@
+"""A person's path through the admin and the API docs, in headless Chromium (Debian's package),
+against a live server, the real worker and beat, and the receiver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from messages.models import Message, MessageStatus
+from tests.support.processes import wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+# CI installs Chromium (.ci/run): there a missing browser is a failure, never a skip.
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Without these, Chromium keeps reaching for Google's hosts, which this network refuses.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page(monkeypatch, tmp_path):
+    # Playwright's sync API runs an event loop; the test's own ORM calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), f"{CHROMIUM} is missing"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        page.screenshot(path=str(tmp_path / "last-page.png"))
+        browser.close()
+
+
+def test_an_ops_user_delivers_a_scheduled_message_from_the_admin(page: Page, live_server, celery_worker,
+                                                                  celery_beat, receiver, hook_path):
+    # Given an ops user and a message due tomorrow
+    user = User.objects.create_user("olga", password="a-long-ops-password-1", is_staff=True)
+    user.groups.add(Group.objects.get(name="ops"))
+    Message.objects.create(
+        message_id="browser-order-1", schedule_to=datetime.now(UTC) + timedelta(days=1),
+        due_at=datetime.now(UTC) + timedelta(days=1), webhook_url=receiver.url(hook_path), payload={"order": 1},
+    )
+
+    # When she logs in, finds it and runs "Deliver now"
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "olga")
+    page.fill("#id_password", "a-long-ops-password-1")
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+    page.goto(f"{live_server.url}/admin/scheduler/message/")
+    page.fill("#searchbar", "browser-order-1")
+    page.press("#searchbar", "Enter")
+    row = page.locator("#result_list tbody tr", has_text="browser-order-1")
+    expect(row).to_contain_text("in 23 h")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "deliver_now")
+    page.click("button[name=index]")
+    expect(page.locator("ul.messagelist")).to_contain_text("1")
+
+    # Then the real worker delivers it, and the admin shows it delivered
+    calls = receiver.wait_for_calls(hook_path, 1, timeout=15)
+    assert [call.json for call in calls] == [{"order": 1}]
+    wait_until(lambda: Message.objects.filter(message_id="browser-order-1", status=MessageStatus.DELIVERED).exists(),
+               timeout=10, what="the delivery to be recorded")
+    page.goto(f"{live_server.url}/admin/scheduler/message/?status__exact=delivered")
+    expect(page.locator("#result_list")).to_contain_text("browser-order-1")
+
+
+def test_the_api_docs_list_every_operation(page: Page, live_server):
+    page.goto(f"{live_server.url}/docs")
+
+    for operation in ["/messages", "/messages/{id}", "/messages/{id}/retry", "/health"]:
+        expect(page.locator(".opblock-summary-path", has_text=operation).first).to_be_visible()
+    expect(page.locator(".opblock-summary-method", has_text="DELETE")).to_be_visible()
+    expect(page.locator("button.authorize")).to_be_visible()
