@@ -13,7 +13,8 @@ from rest_framework.views import exception_handler
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ValidationError):
-        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        errors = {field: _messages(value) for field, value in detail.items()}
         return Response(
             {"detail": _first_error_sentence(errors), "errors": errors},
             status=status.HTTP_400_BAD_REQUEST,
@@ -21,13 +22,20 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return exception_handler(exc, context)
 
 
-def _first_error_sentence(errors: dict[str, Any]) -> str:
+def _messages(value: Any, prefix: str = "") -> list[str]:
+    """A field's errors as a flat list of sentences; nested ones (one header of `headers`) named."""
+    if isinstance(value, dict):
+        return [message for key, inner in value.items() for message in _messages(inner, f"{prefix}{key}: ")]
+    if isinstance(value, list):
+        return [message for inner in value for message in _messages(inner, prefix)]
+    return [f"{prefix}{value}"]
+
+
+def _first_error_sentence(errors: dict[str, list[str]]) -> str:
     field, messages = next(iter(errors.items()))
-    while isinstance(messages, (list, dict)) and messages:
-        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
     if field == "non_field_errors":
-        return f"Invalid request: {messages}"
-    return f"Invalid {field}: {messages}"
+        return f"Invalid request: {messages[0]}"
+    return f"Invalid {field}: {messages[0]}"
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

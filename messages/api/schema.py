@@ -73,7 +73,8 @@ class ErrorSerializer(serializers.Serializer):
 class ValidationErrorSerializer(ErrorSerializer):
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
-        help_text="Field name to the list of what is wrong with it.",
+        required=False,
+        help_text="Field name to the list of what is wrong with it; absent when the body is not JSON.",
     )
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from requests.exceptions import RequestException
 from requests.models import PreparedRequest
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
@@ -92,6 +93,34 @@ def validate_headers(value: Any) -> dict[str, str]:
     return value
 
 
+class StrictStringMixin:
+    """Refuses numbers and booleans instead of turning them into strings, as the old service did."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid_type")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(StrictStringMixin, serializers.CharField):
+    default_error_messages = {"invalid_type": "Must be a string."}
+
+
+class StrictRegexField(StrictStringMixin, serializers.RegexField):
+    default_error_messages = {"invalid_type": "Must be a string."}
+
+
+@extend_schema_field({"type": "string", "maxLength": WEBHOOK_URL_MAX_LENGTH,
+                      "pattern": r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[^\s]*)?$"})
+class WebhookUrlField(StrictCharField):
+    """An absolute http(s) URL (validate_webhook_url has the rules)."""
+
+
+@extend_schema_field({"oneOf": [{"type": "object"}, {"type": "array", "items": {}}]})
+class PayloadField(serializers.JSONField):
+    """Any JSON object or array (validate_payload refuses the rest)."""
+
+
 class ScheduleToField(serializers.Field):
     def to_internal_value(self, data: Any) -> datetime:
         return parse_schedule_to(data)
@@ -101,7 +130,7 @@ class ScheduleToField(serializers.Field):
 
 
 class ScheduleMessageSerializer(serializers.Serializer):
-    id = serializers.RegexField(
+    id = StrictRegexField(
         # RegexField searches: anchored, or "a/b" would pass on its "a".
         rf"\A{MESSAGE_ID_PATTERN}\Z",
         max_length=200,
@@ -109,9 +138,11 @@ class ScheduleMessageSerializer(serializers.Serializer):
         error_messages={"invalid": "Must be 1 to 200 letters, digits or -_.:@+=~ characters."},
     )
     scheduleTo = ScheduleToField()  # noqa: N815 - the contract's field names
-    payload = serializers.JSONField(validators=[validate_payload])
-    webhookUrl = serializers.CharField(trim_whitespace=False, validators=[validate_webhook_url])  # noqa: N815
-    headers = serializers.JSONField(required=False, validators=[validate_headers])
+    payload = PayloadField(validators=[validate_payload])
+    webhookUrl = WebhookUrlField(trim_whitespace=False, validators=[validate_webhook_url])  # noqa: N815
+    headers = serializers.DictField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False, validators=[validate_headers]
+    )
     maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)  # noqa: N815
     timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=120)  # noqa: N815
 
