@@ -48,8 +48,19 @@ def revoke_task_of(message_id: str) -> None:
         logger.warning("revoke skipped for message %s: %s", message_id, error)
 
 
-def record_heartbeat() -> None:
-    redis_client().set(HEARTBEAT_KEY, repr(time.time()), ex=24 * 3600)
+CLOCK_SKEW_KEY = KEY_PREFIX + "worker-clock-skew"
+
+
+def record_heartbeat(*, clock_skew_seconds: float) -> None:
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.set(HEARTBEAT_KEY, repr(time.time()), ex=24 * 3600)
+    pipe.set(CLOCK_SKEW_KEY, repr(clock_skew_seconds), ex=24 * 3600)
+    pipe.execute()
+
+
+def last_worker_clock_skew() -> float | None:
+    value = redis_client().get(CLOCK_SKEW_KEY)
+    return None if value is None else float(value)
 
 
 def seconds_since_heartbeat() -> float | None:

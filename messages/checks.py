@@ -27,11 +27,13 @@ def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                 id="scheduler.E002",
             )
         )
-    if settings.DELIVERY_CLAIM_TIMEOUT_SECONDS <= settings.WEBHOOK_TIMEOUT_SECONDS:
+    claim_lifetime = settings.WEBHOOK_TIMEOUT_SECONDS + settings.DELIVERY_RECORD_RETRY_SECONDS
+    if claim_lifetime + settings.DELIVERY_CLAIM_GRACE_SECONDS >= settings.BROKER_VISIBILITY_TIMEOUT_SECONDS:
         errors.append(
             Error(
-                "DELIVERY_CLAIM_TIMEOUT_SECONDS must exceed WEBHOOK_TIMEOUT_SECONDS.",
-                hint="A call still in flight would be taken for a dead worker's and sent again.",
+                "WEBHOOK_TIMEOUT_SECONDS + DELIVERY_RECORD_RETRY_SECONDS + DELIVERY_CLAIM_GRACE_SECONDS "
+                "must stay below BROKER_VISIBILITY_TIMEOUT_SECONDS.",
+                hint="Redis would hand a task still running to a second worker.",
                 id="scheduler.E003",
             )
         )

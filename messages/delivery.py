@@ -8,13 +8,14 @@ finishes a message under the claim it was sent with.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from uuid import uuid4
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -83,6 +84,40 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
         retry_schedule=settings.WEBHOOK_RETRY_SCHEDULE,
         now=now,
     )
+    if not _store_attempt_patiently(message, result, decision, attempt_number=attempt_number, now=now):
+        logger.warning("message %s: claim lost before its attempt was recorded", message.message_id)
+        return decision
+    _log_attempt(message, result, decision, attempt_number)
+    metrics.record_attempt(
+        outcome=decision.outcome.value,
+        result_class=_result_class(result),
+        duration_seconds=result.duration_ms / 1000,
+        lateness_seconds=(result.started_at - message.schedule_to).total_seconds() if attempt_number == 1 else None,
+    )
+    return decision
+
+
+def _store_attempt_patiently(message: Message, result: WebhookResult, decision: RetryDecision, *,
+                             attempt_number: int, now: datetime) -> bool:
+    """Retries through a database outage: giving up here would leave a sent message claimed,
+    and its recovery would send it a second time."""
+    deadline = time.monotonic() + settings.DELIVERY_RECORD_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            return _store_attempt(message, result, decision, attempt_number=attempt_number, now=now)
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("message %s: database unavailable, attempt not yet recorded: %s", message.message_id, error)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _store_attempt(message: Message, result: WebhookResult, decision: RetryDecision, *,
+                   attempt_number: int, now: datetime) -> bool:
+    """One transaction, guarded by the claim: safe to repeat after an error at commit."""
     with transaction.atomic():
         finished = Message.objects.filter(
             pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
@@ -95,8 +130,7 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
             **_fields_after(decision, now=now),
         )
         if not finished:
-            logger.warning("message %s: claim lost before its attempt was recorded", message.message_id)
-            return decision
+            return False
         DeliveryAttempt.objects.create(
             message_id=message.pk,
             number=attempt_number,
@@ -109,14 +143,7 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
         if decision.outcome is Outcome.RETRY and decision.retry_at <= horizon_end(now):
             message.due_at, message.enqueued_at = decision.retry_at, now
             enqueue_after_commit(message)
-    _log_attempt(message, result, decision, attempt_number)
-    metrics.record_attempt(
-        outcome=decision.outcome.value,
-        result_class=_result_class(result),
-        duration_seconds=result.duration_ms / 1000,
-        lateness_seconds=(result.started_at - message.schedule_to).total_seconds() if attempt_number == 1 else None,
-    )
-    return decision
+    return True
 
 
 def _result_class(result: WebhookResult) -> str:
@@ -144,9 +171,14 @@ def _log_attempt(message: Message, result: WebhookResult, decision: RetryDecisio
 
 
 def recover_stale_claims(*, now: datetime) -> int:
-    """A claim older than any call can take means its worker died: count it as a lost attempt."""
-    cutoff = now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
-    stale = list(Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=cutoff))
+    """A claim older than its call can take means its worker died: count it as a lost attempt.
+
+    Messages in flight are few, so each one's own timeout is applied here, not in SQL."""
+    stale = [
+        message
+        for message in Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=now - _claim_lifetime(None))
+        if message.claimed_at < now - _claim_lifetime(message)
+    ]
     for message in stale:
         lost = WebhookResult(
             started_at=message.claimed_at,
@@ -160,3 +192,11 @@ def recover_stale_claims(*, now: datetime) -> int:
             logger.exception("message %s: recovering its stale claim failed", message.message_id)
     return len(stale)
 
+
+def _claim_lifetime(message: Message | None) -> timedelta:
+    """How long a claim may live: its call's timeout, the record retries, a grace period.
+
+    Without a message: the shortest any claim can have (the smallest timeout is one second).
+    """
+    timeout = (message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS) if message else 1
+    return timedelta(seconds=timeout + settings.DELIVERY_RECORD_RETRY_SECONDS + settings.DELIVERY_CLAIM_GRACE_SECONDS)

@@ -19,18 +19,25 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from messages import broker
+from messages.clock import database_clock_skew_seconds
 from messages.delivery import recover_stale_claims
 from messages.models import WAITING_STATUSES, Message
 from messages.queueing import enqueue_group, horizon_end
 
 logger = logging.getLogger(__name__)
 
+CLOCK_SKEW_WARNING_SECONDS = 0.5
+
 def dispatch_due_messages(*, now: datetime | None = None) -> int:
     """One beat tick: moves due-soon messages into the broker, re-sends lost ones.
 
     Returns how many messages were enqueued.
     """
-    broker.record_heartbeat()
+    skew = database_clock_skew_seconds()
+    if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
+        # Etas run on this worker's clock: a worker that is ahead delivers early.
+        logger.warning("this worker's clock is %.3f s off the database's: fix NTP on this host", skew)
+    broker.record_heartbeat(clock_skew_seconds=skew)
     with broker.dispatch_lock(ttl_seconds=max(settings.SCHEDULER_POLL_SECONDS * 5, 30)) as acquired:
         if not acquired:
             return 0

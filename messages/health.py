@@ -21,6 +21,7 @@ class HealthReport:
     redis: str = "connected"
     scheduler: str = "stopped"
     scheduled_jobs: int | None = None
+    worker_clock_skew_ms: float | None = None
     failing: list[str] = field(default_factory=list)
 
     @property
@@ -38,6 +39,7 @@ class HealthReport:
             "database": self.database,
             "scheduler": self.scheduler,
             "scheduled_jobs": self.scheduled_jobs,
+            "worker_clock_skew_ms": self.worker_clock_skew_ms,
             "failing": self.failing,
         }
 
@@ -63,6 +65,8 @@ def check_health() -> HealthReport:
         broker.redis_client().ping()
         if scheduler_is_alive(broker.seconds_since_heartbeat()):
             report.scheduler = "running"
+            skew = broker.last_worker_clock_skew()
+            report.worker_clock_skew_ms = None if skew is None else round(skew * 1000, 1)
         else:
             report.failing.append("scheduler")
     except (redis.RedisError, OSError) as error:

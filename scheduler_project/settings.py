@@ -215,10 +215,11 @@ SCHEDULER_RECOVERY_SECONDS = env.float("SCHEDULER_RECOVERY_SECONDS", default=60.
 BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", default=3600)
 
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=30.0)
-# A claim older than this (the worker died mid-call) is recovered. Must exceed the timeout.
-DELIVERY_CLAIM_TIMEOUT_SECONDS = env.float(
-    "DELIVERY_CLAIM_TIMEOUT_SECONDS", default=WEBHOOK_TIMEOUT_SECONDS + 60.0
-)
+# How long a worker keeps trying to record a call it made while the database is unreachable.
+DELIVERY_RECORD_RETRY_SECONDS = env.float("DELIVERY_RECORD_RETRY_SECONDS", default=120.0)
+# A claim still held this long after its call's timeout and the record retries means the worker
+# died: the message is recovered, and the lost call counts as an attempt.
+DELIVERY_CLAIM_GRACE_SECONDS = env.float("DELIVERY_CLAIM_GRACE_SECONDS", default=60.0)
 
 # Hosts webhooks may call ("example.com", ".example.com" for it and its subdomains); empty: any.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])

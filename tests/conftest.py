@@ -57,12 +57,19 @@ def celery_worker(_session_worker: processes.CeleryProcess) -> Iterator[processe
 
 
 @pytest.fixture(scope="session")
-def celery_beat(worker_env: dict[str, str]) -> Iterator[processes.CeleryProcess]:
+def _session_beat(worker_env: dict[str, str]) -> Iterator[processes.CeleryProcess]:
     beat = processes.beat("beat-1", env=worker_env, run_dir=RUN_DIR)
-    beat.start()
-    beat.wait_until_logged("beat: Starting", timeout=60)
+    beat.restart()
     yield beat
     beat.stop()
+
+
+@pytest.fixture
+def celery_beat(_session_beat: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
+    """The session's beat; a test that kills it gets it restarted afterwards."""
+    yield _session_beat
+    if not _session_beat.is_running():
+        _session_beat.restart()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from tests.support.processes import wait_until
 from tests.support.receiver import Reply
 from tests.test_delivery_end_to_end import LATENESS_BOUND_SECONDS, schedule
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 # Recovery after a fault waits for SCHEDULER_RECOVERY_SECONDS (2 s in tests) and a beat tick.
 RECOVERY_BOUND_SECONDS = 12.0
@@ -89,7 +89,7 @@ def test_worker_killed_mid_call_leaves_nothing_stuck_in_flight(api, service, cel
     # Then the stale claim is recovered and the message delivered on a later attempt
     wait_until(
         lambda: Message.objects.filter(message_id="mid-call", status=MessageStatus.DELIVERED).exists(),
-        timeout=20, what="the message to be delivered after recovery",
+        timeout=40, what="the message to be delivered after recovery",
     )
     attempts = list(DeliveryAttempt.objects.filter(message__message_id="mid-call").order_by("number"))
     assert [(a.error, a.status_code) for a in attempts] == [(delivery.WORKER_LOST, None), ("", 200)]
@@ -107,7 +107,7 @@ def test_a_claim_whose_worker_died_before_calling_is_sent_exactly_once(api, serv
     assert delivery.claim_due_messages([message.pk], now=datetime.now(UTC))
 
     # Then, once the claim has grown too old, it is recovered and sent once
-    calls = service.wait_for_calls(hook_path, 1, timeout=20)
+    calls = service.wait_for_calls(hook_path, 1, timeout=40)
     time.sleep(2)
     assert len(service.calls_to(hook_path)) == len(calls) == 1
     wait_until(

@@ -86,8 +86,7 @@ class CeleryProcess:
 
     def restart(self) -> None:
         self.start()
-        if self.arguments[0] == "worker":
-            self.wait_until_logged("ready.", timeout=60)
+        self.wait_until_logged("ready." if self.arguments[0] == "worker" else "beat: Starting", timeout=60)
 
     def kill(self) -> None:
         """SIGKILL: none of the process's shutdown code runs."""
