@@ -8,7 +8,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 
 from messages.models import Message, MessageStatus
 from tests.support.processes import wait_until
@@ -25,6 +25,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transa
 # Without these, Chromium keeps reaching for Google's hosts, which this network refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def ops_group() -> Group:
+    """The group migration 0003 makes; earlier transactional tests flushed it, not its permissions."""
+    group, _ = Group.objects.get_or_create(name="ops")
+    group.permissions.add(*Permission.objects.filter(
+        content_type__app_label="scheduler", codename__in=["view_message", "view_deliveryattempt", "run_message_actions"]))
+    return group
 
 
 @pytest.fixture
@@ -46,7 +54,7 @@ def test_an_ops_user_delivers_a_scheduled_message_from_the_admin(page: Page, liv
                                                                   celery_beat, receiver, hook_path):
     # Given an ops user and a message due tomorrow
     user = User.objects.create_user("olga", password="a-long-ops-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="ops"))
+    user.groups.add(ops_group())
     Message.objects.create(
         message_id="browser-order-1", schedule_to=datetime.now(UTC) + timedelta(days=1),
         due_at=datetime.now(UTC) + timedelta(days=1), webhook_url=receiver.url(hook_path), payload={"order": 1},
