@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from messages.models import WAITING_STATUSES, Message, MessageStatus
 from tests.support import processes
 from tests.support.receiver import Receiver
 
@@ -54,6 +55,15 @@ def celery_worker(_session_worker: processes.CeleryProcess) -> Iterator[processe
     if not _session_worker.is_running():
         _session_worker.start()
         _session_worker.wait_until_logged("ready.", timeout=60)
+    _let_the_worker_go_idle()
+
+
+def _let_the_worker_go_idle() -> None:
+    """Before the test database is flushed: a worker still recording an attempt would hold row
+    locks that PostgreSQL's TRUNCATE can deadlock with."""
+    Message.objects.filter(status__in=WAITING_STATUSES).delete()
+    processes.wait_until(lambda: not Message.objects.filter(status=MessageStatus.SENDING).exists(),
+                         timeout=30, what="calls in flight to finish")
 
 
 @pytest.fixture(scope="session")

@@ -136,7 +136,8 @@ def test_the_list_never_counts_past_the_cap(monkeypatch):
         count = message_admin.BoundedCountPaginator(Message.objects.order_by("pk"), 100).count
 
     assert count == 2
-    assert "LIMIT 3" in queries[0]["sql"]
+    # (On PostgreSQL a look at the table's statistics comes first.)
+    assert any("LIMIT 3" in query["sql"] for query in queries)
 
 
 def test_search_by_message_id_finds_exactly_that_message(superuser_client):

@@ -520,3 +520,11 @@ def test_option_at_its_bounds_is_accepted_and_stored(api, field, value, column):
     assert response.status_code == 200, response.content
     assert getattr(stored(), column) == value
     assert api.get(f"/messages/{MESSAGE_ID}").json()[field] == value
+
+
+def test_a_payload_with_a_nul_character_is_refused_on_every_database(api):
+    # Found by the hypothesis tests on PostgreSQL, whose jsonb cannot store U+0000: it was a 500.
+    response = api.post("/messages", {"id": "nul", "scheduleTo": "2030-01-01T00:00:00Z",
+                                      "payload": {"text": "a\x00b"}, "webhookUrl": "http://127.0.0.1:9/x"})
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]

@@ -72,10 +72,23 @@ def validate_webhook_url(value: str) -> str:
 def validate_payload(value: Any) -> Any:
     if not isinstance(value, (dict, list)):
         raise serializers.ValidationError("Must be a JSON object or array.")
+    if _contains_nul(value):
+        # PostgreSQL's jsonb cannot store it; refused everywhere, so both databases agree.
+        raise serializers.ValidationError("Must not contain the NUL character (\\u0000).")
     if len(encode_payload(value)) > settings.PAYLOAD_MAX_BYTES:
         # 413, not 400: the request is well-formed, only too large.
         raise RequestTooLarge(f"payload is larger than {settings.PAYLOAD_MAX_BYTES} bytes encoded as JSON.")
     return value
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 def validate_headers(value: Any) -> dict[str, str]:
