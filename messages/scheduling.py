@@ -67,15 +67,19 @@ def schedule_message(
     return message
 
 
+def _locked_message(message_id: str, *, allow_in_flight: bool = False) -> Message:
+    """Inside a transaction: locked, so a worker's claim either came first or finds it changed."""
+    message = Message.objects.select_for_update().holding_id(message_id).first()
+    if message is None:
+        raise MessageNotFound(message_id)
+    if message.status == MessageStatus.SENDING and not allow_in_flight:
+        raise MessageInFlight(message_id)
+    return message
+
+
 def cancel_message(*, message_id: str) -> None:
     with transaction.atomic():
-        # Locked so that a worker's claim either happens before (409) or finds no row.
-        message = Message.objects.select_for_update().holding_id(message_id).first()
-        if message is None:
-            raise MessageNotFound(message_id)
-        if message.status == MessageStatus.SENDING:
-            raise MessageInFlight(message_id)
-        message.delete()
+        _locked_message(message_id).delete()
     broker.revoke_task_of(message_id)
 
 
@@ -83,9 +87,7 @@ def retry_message(*, message_id: str, schedule_to: datetime | None = None, now: 
     """Sends a failed message again, now or at `schedule_to`, with a fresh set of attempts."""
     now = now or timezone.now()
     with transaction.atomic():
-        message = Message.objects.select_for_update().holding_id(message_id).first()
-        if message is None:
-            raise MessageNotFound(message_id)
+        message = _locked_message(message_id, allow_in_flight=True)
         if message.status != MessageStatus.FAILED:
             raise MessageNotFailed(message_id)
         _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED)
@@ -97,11 +99,7 @@ def deliver_message_now(*, message_id: str, now: datetime | None = None) -> Mess
     """Moves a waiting or failed message's next attempt to this moment."""
     now = now or timezone.now()
     with transaction.atomic():
-        message = Message.objects.select_for_update().holding_id(message_id).first()
-        if message is None:
-            raise MessageNotFound(message_id)
-        if message.status == MessageStatus.SENDING:
-            raise MessageInFlight(message_id)
+        message = _locked_message(message_id)
         status = message.status if message.status in WAITING_STATUSES else MessageStatus.SCHEDULED
         _reschedule(message, due_at=now, now=now, status=status)
         message.save()
