@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import uuid4
 
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from messages import metrics
 from messages.models import DeliveryAttempt, Message, MessageStatus
-from messages.queueing import enqueue_after_commit, horizon_end
+from messages.queueing import enqueue_after_commit, is_imminent
 from messages.retry_policy import Outcome, RetryDecision, decide_after_attempt
 from messages.signing import signature_headers
 from messages.webhook_client import WebhookResult, encode_payload, send_webhook
@@ -34,16 +35,13 @@ WORKER_LOST = "WorkerLost"
 def deliver_messages(message_pks: Sequence[int]) -> None:
     """Sends every message of the group that is still due and unclaimed, concurrently."""
     claimed = claim_due_messages(message_pks, now=timezone.now())
-    if len(claimed) == 1:
-        record_attempt(claimed[0], call_webhook(claimed[0]))
-        return
-    if not claimed:
+    if len(claimed) <= 1:
+        record_attempts([(message, call_webhook(message)) for message in claimed])
         return
     workers = min(len(claimed), settings.DELIVERY_GROUP_CONCURRENCY)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook") as pool:
-        # Only the HTTP calls run in the pool; the database is written from this thread.
-        for message, result in zip(claimed, pool.map(call_webhook, claimed), strict=True):
-            record_attempt(message, result)
+        # Only the HTTP calls run in the pool; the database is written from this thread, once.
+        record_attempts(list(zip(claimed, pool.map(call_webhook, claimed), strict=True)))
 
 
 def claim_due_messages(message_pks: Sequence[int], *, now: datetime) -> list[Message]:
@@ -73,77 +71,119 @@ def call_webhook(message: Message) -> WebhookResult:
     )
 
 
+@dataclass(frozen=True)
+class AttemptOutcome:
+    message: Message
+    result: WebhookResult
+    decision: RetryDecision
+    number: int
+
+
 def record_attempt(message: Message, result: WebhookResult, *, now: datetime | None = None) -> RetryDecision:
-    """Stores the attempt and moves the message on: delivered, retrying or failed."""
+    return record_attempts([(message, result)], now=now)[0]
+
+
+def record_attempts(
+    calls: Sequence[tuple[Message, WebhookResult]], *, now: datetime | None = None
+) -> list[RetryDecision]:
+    """Stores each attempt and moves each message on: delivered, retrying or failed.
+
+    A group's calls are recorded in one transaction: one commit, however many messages.
+    """
     now = now or timezone.now()
-    attempt_number = message.attempt_count + 1
+    outcomes = [_decide(message, result, now=now) for message, result in calls]
+    if outcomes:
+        recorded = _store_attempts_patiently(outcomes, now=now)
+        for outcome in outcomes:
+            if outcome.message.pk in recorded:
+                _log_attempt(outcome)
+            else:
+                logger.warning("message %s: claim lost before its attempt was recorded", outcome.message.message_id)
+        metrics.record_attempts(
+            metrics.AttemptSample(
+                outcome=outcome.decision.outcome.value,
+                result_class=_result_class(outcome.result),
+                duration_seconds=outcome.result.duration_ms / 1000,
+                lateness_seconds=_first_attempt_lateness(outcome),
+            )
+            for outcome in outcomes
+            if outcome.message.pk in recorded
+        )
+    return [outcome.decision for outcome in outcomes]
+
+
+def _decide(message: Message, result: WebhookResult, *, now: datetime) -> AttemptOutcome:
+    number = message.attempt_count + 1
     decision = decide_after_attempt(
         result=result,
-        attempt_number=attempt_number - message.attempt_count_at_resend,
+        attempt_number=number - message.attempt_count_at_resend,
         max_attempts=message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
         retry_schedule=settings.WEBHOOK_RETRY_SCHEDULE,
         now=now,
     )
-    if not _store_attempt_patiently(message, result, decision, attempt_number=attempt_number, now=now):
-        logger.warning("message %s: claim lost before its attempt was recorded", message.message_id)
-        return decision
-    _log_attempt(message, result, decision, attempt_number)
-    metrics.record_attempt(
-        outcome=decision.outcome.value,
-        result_class=_result_class(result),
-        duration_seconds=result.duration_ms / 1000,
-        lateness_seconds=(result.started_at - message.schedule_to).total_seconds() if attempt_number == 1 else None,
-    )
-    return decision
+    return AttemptOutcome(message=message, result=result, decision=decision, number=number)
 
 
-def _store_attempt_patiently(message: Message, result: WebhookResult, decision: RetryDecision, *,
-                             attempt_number: int, now: datetime) -> bool:
-    """Retries through a database outage: giving up here would leave a sent message claimed,
-    and its recovery would send it a second time."""
+def _first_attempt_lateness(outcome: AttemptOutcome) -> float | None:
+    if outcome.number != 1:
+        return None
+    return (outcome.result.started_at - outcome.message.schedule_to).total_seconds()
+
+
+def _store_attempts_patiently(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set[int]:
+    """Retries through a database outage: giving up here would leave sent messages claimed,
+    and their recovery would send them a second time. Returns the pks recorded."""
     deadline = time.monotonic() + settings.DELIVERY_RECORD_RETRY_SECONDS
     delay = 0.1
     while True:
         try:
-            return _store_attempt(message, result, decision, attempt_number=attempt_number, now=now)
+            return _store_attempts(outcomes, now=now)
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() > deadline:
                 raise
-            logger.warning("message %s: database unavailable, attempt not yet recorded: %s", message.message_id, error)
+            logger.warning("%d attempts not yet recorded, database unavailable: %s", len(outcomes), error)
             connection.close()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
 
-def _store_attempt(message: Message, result: WebhookResult, decision: RetryDecision, *,
-                   attempt_number: int, now: datetime) -> bool:
-    """One transaction, guarded by the claim: safe to repeat after an error at commit."""
+def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set[int]:
+    """One transaction, each message guarded by its claim: safe to repeat after an error at commit."""
+    recorded: set[int] = set()
     with transaction.atomic():
-        finished = Message.objects.filter(
-            pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
-        ).update(
-            attempt_count=F("attempt_count") + 1,
-            last_status_code=result.status_code,
-            last_error=result.error,
-            claimed_at=None,
-            claim_token=None,
-            **_fields_after(decision, now=now),
+        for outcome in outcomes:
+            message, result = outcome.message, outcome.result
+            finished = Message.objects.filter(
+                pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
+            ).update(
+                attempt_count=F("attempt_count") + 1,
+                last_status_code=result.status_code,
+                last_error=result.error,
+                claimed_at=None,
+                claim_token=None,
+                **_fields_after(outcome.decision, now=now),
+            )
+            if not finished:
+                continue
+            recorded.add(message.pk)
+            decision = outcome.decision
+            if decision.outcome is Outcome.RETRY and is_imminent(decision.retry_at, now=now):
+                message.due_at, message.enqueued_at = decision.retry_at, now
+                enqueue_after_commit(message)
+        DeliveryAttempt.objects.bulk_create(
+            DeliveryAttempt(
+                message_id=outcome.message.pk,
+                number=outcome.number,
+                started_at=outcome.result.started_at,
+                duration_ms=outcome.result.duration_ms,
+                status_code=outcome.result.status_code,
+                error=outcome.result.error,
+                response_excerpt=outcome.result.response_excerpt,
+            )
+            for outcome in outcomes
+            if outcome.message.pk in recorded
         )
-        if not finished:
-            return False
-        DeliveryAttempt.objects.create(
-            message_id=message.pk,
-            number=attempt_number,
-            started_at=result.started_at,
-            duration_ms=result.duration_ms,
-            status_code=result.status_code,
-            error=result.error,
-            response_excerpt=result.response_excerpt,
-        )
-        if decision.outcome is Outcome.RETRY and decision.retry_at <= horizon_end(now):
-            message.due_at, message.enqueued_at = decision.retry_at, now
-            enqueue_after_commit(message)
-    return True
+    return recorded
 
 
 def _result_class(result: WebhookResult) -> str:
@@ -152,13 +192,14 @@ def _result_class(result: WebhookResult) -> str:
 
 def _fields_after(decision: RetryDecision, *, now: datetime) -> dict[str, object]:
     if decision.outcome is Outcome.RETRY:
-        enqueued_at = now if decision.retry_at <= horizon_end(now) else None
+        enqueued_at = now if is_imminent(decision.retry_at, now=now) else None
         return {"status": MessageStatus.RETRYING, "due_at": decision.retry_at, "enqueued_at": enqueued_at}
     status = MessageStatus.DELIVERED if decision.outcome is Outcome.DELIVERED else MessageStatus.FAILED
     return {"status": status, "due_at": None, "enqueued_at": None, "finished_at": now}
 
 
-def _log_attempt(message: Message, result: WebhookResult, decision: RetryDecision, number: int) -> None:
+def _log_attempt(outcome: AttemptOutcome) -> None:
+    message, result, decision, number = outcome.message, outcome.result, outcome.decision, outcome.number
     if decision.outcome is Outcome.DELIVERED:
         logger.info("message %s delivered (%s, attempt %d)", message.message_id, result.outcome, number)
     elif decision.outcome is Outcome.RETRY:

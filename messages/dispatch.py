@@ -55,45 +55,51 @@ def forget_enqueued_tasks() -> int:
     )
 
 
-def messages_to_enqueue(now: datetime) -> Q:
-    """Due within the horizon and not yet enqueued, or overdue and enqueued too long ago."""
-    recovery_cutoff = now - timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
-    return Q(enqueued_at__isnull=True, due_at__lte=horizon_end(now)) | Q(
-        due_at__lte=recovery_cutoff, enqueued_at__lte=recovery_cutoff
-    )
-
-
 def enqueue_horizon(*, now: datetime) -> int:
-    rows = list(
-        Message.objects.filter(status__in=WAITING_STATUSES)
-        .filter(messages_to_enqueue(now))
-        .order_by("due_at")
-        .values_list("pk", "message_id", "due_at", "enqueued_at")[: settings.SCHEDULER_DISPATCH_BATCH]
-    )
+    """Queues the messages due within the horizon, nearest first, while fewer than
+    SCHEDULER_MAX_QUEUED wait in the broker; and, whatever that count, the ones whose task was lost."""
+    recovery_cutoff = now - timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
+    lost = _waiting_rows(Q(due_at__lte=recovery_cutoff, enqueued_at__lte=recovery_cutoff),
+                         limit=settings.SCHEDULER_DISPATCH_BATCH)
+    room = settings.SCHEDULER_MAX_QUEUED - Message.objects.filter(status__in=WAITING_STATUSES, enqueued_at__isnull=False).count()
+    new = _waiting_rows(Q(enqueued_at__isnull=True, due_at__lte=horizon_end(now)),
+                        limit=min(settings.SCHEDULER_DISPATCH_BATCH, room))
+    rows = lost + new
     if not rows:
         return 0
     # Marked before sending: a crash in between leaves them to the recovery rule, not lost.
     Message.objects.filter(pk__in=[row[0] for row in rows]).update(enqueued_at=now)
-    enqueued = 0
+    enqueued: list[int] = []
     try:
         for eta, group in _groups_due_together(rows, now=now):
             enqueue_group([row[0] for row in group], eta=eta, message_ids=[row[1] for row in group])
-            enqueued += len(group)
+            enqueued.extend(row[0] for row in group)
     except BrokerError as error:
-        logger.warning("dispatch stopped after %d messages, broker unavailable: %s", enqueued, error)
-        Message.objects.filter(pk__in=[row[0] for row in rows[enqueued:]]).update(enqueued_at=None)
-    recovered = [row[1] for row in rows[:enqueued] if row[3] is not None]
-    for message_id in recovered:
-        logger.warning("message %s enqueued again: its task was lost", message_id)
-    return enqueued
+        logger.warning("dispatch stopped after %d messages, broker unavailable: %s", len(enqueued), error)
+        Message.objects.filter(pk__in=[row[0] for row in rows]).exclude(pk__in=enqueued).update(enqueued_at=None)
+    for row in lost:
+        logger.warning("message %s enqueued again: its task was lost", row[1])
+    return len(enqueued)
 
 
-def _groups_due_together(
-    rows: Iterable[tuple[int, str, datetime, datetime | None]], *, now: datetime
-) -> Iterable[tuple[datetime | None, list[tuple[int, str, datetime, datetime | None]]]]:
+Row = tuple[int, str, datetime]
+
+
+def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
+    if limit <= 0:
+        return []
+    return list(
+        Message.objects.filter(status__in=WAITING_STATUSES)
+        .filter(condition)
+        .order_by("due_at")
+        .values_list("pk", "message_id", "due_at")[:limit]
+    )
+
+
+def _groups_due_together(rows: Iterable[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:
     """Messages already due travel in chunks without eta; the others by exact due moment."""
     chunk = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
-    overdue: list[tuple[int, str, datetime, datetime | None]] = []
+    overdue: list[Row] = []
     for due_at, group in groupby(rows, key=lambda row: row[2]):
         members = list(group)
         if due_at <= now:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import redis
 from django.db.models import Count
@@ -37,15 +38,25 @@ def _observe(pipe: redis.client.Pipeline, name: str, value: float, buckets: tupl
     pipe.hincrbyfloat(key, "sum", value)
 
 
-def record_attempt(*, outcome: str, result_class: str, duration_seconds: float, lateness_seconds: float | None) -> None:
-    """Best effort: a metrics write never fails a delivery."""
+@dataclass(frozen=True)
+class AttemptSample:
+    outcome: str
+    result_class: str
+    duration_seconds: float
+    lateness_seconds: float | None
+
+
+def record_attempts(samples: Iterable[AttemptSample]) -> None:
+    """One round trip for a whole group. Best effort: a metrics write never fails a delivery."""
     try:
         pipe = broker.redis_client().pipeline(transaction=False)
-        pipe.hincrby(KEY.format(name="attempts"), f"{outcome}|{result_class}", 1)
-        _observe(pipe, "attempt_duration", duration_seconds, DURATION_BUCKETS)
-        if lateness_seconds is not None:
-            _observe(pipe, "lateness", max(lateness_seconds, 0.0), LATENESS_BUCKETS)
-        pipe.execute()
+        for sample in samples:
+            pipe.hincrby(KEY.format(name="attempts"), f"{sample.outcome}|{sample.result_class}", 1)
+            _observe(pipe, "attempt_duration", sample.duration_seconds, DURATION_BUCKETS)
+            if sample.lateness_seconds is not None:
+                _observe(pipe, "lateness", max(sample.lateness_seconds, 0.0), LATENESS_BUCKETS)
+        if len(pipe):
+            pipe.execute()
     except (redis.RedisError, OSError) as error:
         logger.warning("metrics not recorded: %s", error)
 

@@ -87,6 +87,8 @@ class Message(models.Model):
             models.Index(fields=["status", "due_at"], name="by_status_due_at"),
             # GET /messages?status=failed and the pruning of delivered history.
             models.Index(fields=["status", "finished_at"], name="by_status_finished_at"),
+            # The dispatcher's count of messages already waiting in the broker.
+            models.Index(fields=["enqueued_at", "status"], name="by_enqueued_at_status"),
             # GET /messages/{id} of a delivered id: its latest history.
             models.Index(fields=["message_id", "-created_at"], name="by_message_id_created"),
         ]

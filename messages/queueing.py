@@ -25,6 +25,11 @@ def horizon_end(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.SCHEDULER_HORIZON_SECONDS)
 
 
+def is_imminent(due_at: datetime, *, now: datetime) -> bool:
+    """Due before beat's next tick or two: queued at once, alone, rather than left to beat."""
+    return due_at <= now + timedelta(seconds=2 * settings.SCHEDULER_POLL_SECONDS)
+
+
 def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str]) -> None:
     """Sends one task for messages due at the same moment; raises when the broker is down."""
     task_id = uuid4().hex

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from messages import broker
 from messages.models import WAITING_STATUSES, Message, MessageStatus
-from messages.queueing import enqueue_after_commit, horizon_end
+from messages.queueing import enqueue_after_commit, is_imminent
 
 
 class MessageIdTaken(Exception):
@@ -44,7 +44,7 @@ def schedule_message(
     now: datetime | None = None,
 ) -> Message:
     now = now or timezone.now()
-    is_within_horizon = schedule_to <= horizon_end(now)
+    queue_now = is_imminent(schedule_to, now=now)
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -57,10 +57,10 @@ def schedule_message(
                 max_attempts=max_attempts,
                 timeout_seconds=timeout_seconds,
                 created_at=now,
-                # Far-future messages cost one INSERT: beat enqueues them when they near.
-                enqueued_at=now if is_within_horizon else None,
+                # Anything later costs one INSERT: beat enqueues it with the others due with it.
+                enqueued_at=now if queue_now else None,
             )
-            if is_within_horizon:
+            if queue_now:
                 enqueue_after_commit(message)
     except IntegrityError:
         raise MessageIdTaken(message_id) from None
@@ -114,7 +114,7 @@ def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: st
     message.status = status
     message.due_at = due_at
     message.enqueued_at = None
-    if due_at <= horizon_end(now):
+    if is_imminent(due_at, now=now):
         message.enqueued_at = now
         enqueue_after_commit(message)
 

@@ -112,9 +112,9 @@ def _database_from_env() -> dict:
             }
         )
         Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    else:
-        database.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
-        database.setdefault("CONN_HEALTH_CHECKS", True)
+    # A connection per request (or per task) costs more than the request itself.
+    database.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    database.setdefault("CONN_HEALTH_CHECKS", True)
     return database
 
 
@@ -206,8 +206,13 @@ PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", default=1024 * 1024)
 # Messages due within this many seconds are handed to Celery with an exact eta; the rest wait
 # in the database. Must stay far below the broker's visibility timeout (a system check says so).
 SCHEDULER_HORIZON_SECONDS = env.float("SCHEDULER_HORIZON_SECONDS", default=300.0)
-# How often beat moves messages into the horizon and recovers lost ones.
-SCHEDULER_POLL_SECONDS = env.float("SCHEDULER_POLL_SECONDS", default=10.0)
+# How often beat moves messages into the horizon and recovers lost ones. A message due sooner
+# than two polls after its POST is queued by the API itself; the others by beat, which sends
+# the messages due at one moment together.
+SCHEDULER_POLL_SECONDS = env.float("SCHEDULER_POLL_SECONDS", default=1.0)
+# Most messages waiting in the broker at once (each eta task sits in a worker's memory); the
+# nearest come first, the rest wait in the database.
+SCHEDULER_MAX_QUEUED = env.int("SCHEDULER_MAX_QUEUED", default=20000)
 # A message still undelivered this long after its time (or after it was enqueued) is enqueued
 # again: its task was lost with the broker's data or with a killed worker.
 SCHEDULER_RECOVERY_SECONDS = env.float("SCHEDULER_RECOVERY_SECONDS", default=60.0)

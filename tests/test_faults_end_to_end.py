@@ -60,11 +60,20 @@ def unacked_count(redis_server) -> int:
     return redis_server.client().hlen("unacked")
 
 
+def wait_until_held_by_the_worker(redis_server, ids: list[str]) -> None:
+    """Beat has queued them (one task: they are due together) and the worker holds that task."""
+    wait_until(
+        lambda: Message.objects.filter(message_id__in=ids, enqueued_at__isnull=False).count() == len(ids)
+        and unacked_count(redis_server) >= 1,
+        timeout=10, what="the worker to reserve the task",
+    )
+
+
 def test_worker_killed_while_holding_eta_tasks_loses_and_duplicates_nothing(api, service, celery_worker, redis_server, hook_path):
-    # Given a worker holding five eta tasks in memory
+    # Given a worker holding an eta task for five messages in memory
     due = datetime.now(UTC) + timedelta(seconds=2.5)
     ids = schedule_batch(api, service, hook_path, count=5, at=due, prefix="held")
-    wait_until(lambda: unacked_count(redis_server) >= 5, timeout=5, what="the worker to reserve the tasks")
+    wait_until_held_by_the_worker(redis_server, ids)
 
     # When it is killed with SIGKILL and a new worker starts
     started = time.monotonic()
@@ -119,7 +128,7 @@ def test_a_claim_whose_worker_died_before_calling_is_sent_exactly_once(api, serv
 def test_redis_emptied_with_flushall_loses_and_duplicates_nothing(api, service, redis_server, hook_path):
     due = datetime.now(UTC) + timedelta(seconds=2.5)
     ids = schedule_batch(api, service, hook_path, count=5, at=due, prefix="flushed")
-    wait_until(lambda: unacked_count(redis_server) >= 5, timeout=5, what="the tasks to be reserved")
+    wait_until_held_by_the_worker(redis_server, ids)
 
     redis_server.client().flushall()
 
@@ -129,7 +138,7 @@ def test_redis_emptied_with_flushall_loses_and_duplicates_nothing(api, service, 
 def test_redis_restarted_empty_loses_and_duplicates_nothing(api, service, redis_server, hook_path):
     due = datetime.now(UTC) + timedelta(seconds=2.5)
     ids = schedule_batch(api, service, hook_path, count=5, at=due, prefix="restarted")
-    wait_until(lambda: unacked_count(redis_server) >= 5, timeout=5, what="the tasks to be reserved")
+    wait_until_held_by_the_worker(redis_server, ids)
 
     started = time.monotonic()
     redis_server.restart_empty()

@@ -51,9 +51,13 @@ def test_messages_are_counted_by_status(api):
 
 
 def test_attempts_lateness_and_durations_are_exported(api):
-    metrics.record_attempt(outcome="delivered", result_class="2xx", duration_seconds=0.02, lateness_seconds=0.004)
-    metrics.record_attempt(outcome="retry", result_class="ConnectionError", duration_seconds=0.001, lateness_seconds=7)
-    metrics.record_attempt(outcome="failed", result_class="4xx", duration_seconds=0.3, lateness_seconds=None)
+    metrics.record_attempts([
+        metrics.AttemptSample(outcome="delivered", result_class="2xx", duration_seconds=0.02, lateness_seconds=0.004),
+        metrics.AttemptSample(outcome="retry", result_class="ConnectionError", duration_seconds=0.001, lateness_seconds=7),
+    ])
+    metrics.record_attempts([
+        metrics.AttemptSample(outcome="failed", result_class="4xx", duration_seconds=0.3, lateness_seconds=None),
+    ])
 
     response = api.get("/metrics")
     values = samples(response)
