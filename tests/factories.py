@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from messages.models import Message, MessageStatus
 
-
 _NOW = object()
 
 

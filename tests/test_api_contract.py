@@ -87,7 +87,8 @@ def test_duplicate_id_is_refused_with_409_and_a_detail(api):
     response = api.post("/messages", message_body("twice", payload={"second": True}))
 
     assert response.status_code == 409
-    assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+    assert isinstance(response.json()["detail"], str)
+    assert response.json()["detail"]
     assert Message.objects.filter(message_id="twice").count() == 1
     assert Message.objects.get(message_id="twice").payload == {"data": "your webhook payload"}
 
@@ -232,7 +233,8 @@ def test_cursor_paging_walks_every_message_once_with_a_steady_count(api):
     # Then it sees every message exactly once, in next-run order
     assert page_sizes == [2, 2, 1]
     assert sorted(seen) == [f"paged-{index}" for index in range(5)]
-    assert seen[0] == "paged-4" and seen[-1] == "paged-0"
+    assert seen[0] == "paged-4"
+    assert seen[-1] == "paged-0"
     assert set(seen[1:4]) == {"paged-1", "paged-2", "paged-3"}
 
 

@@ -36,7 +36,8 @@ def post_and_check(api, redis_server, body) -> int:
         Message.objects.filter(message_id=body["id"]).delete()
     else:
         assert 400 <= response.status_code < 500
-        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+        assert isinstance(response.json()["detail"], str)
+        assert response.json()["detail"]
         assert (Message.objects.count(), redis_server.client().dbsize()) == (rows, keys)
     return response.status_code
 

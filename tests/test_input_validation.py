@@ -48,10 +48,12 @@ def assert_refused(response, status: int = 400, *, field: str | None = None) -> 
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     if status == 400 and "errors" in body:
         for messages in body["errors"].values():
-            assert isinstance(messages, list) and messages
+            assert isinstance(messages, list)
+            assert messages
     if field is not None:
         assert field in body["errors"], body
         assert all(isinstance(message, str) and message for message in body["errors"][field])

@@ -8,9 +8,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from requests.exceptions import RequestException
 from requests.models import PreparedRequest
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
