@@ -33,27 +33,37 @@ WORKER_LOST = "WorkerLost"
 
 
 def deliver_messages(message_pks: Sequence[int]) -> None:
-    """Sends every message of the group that is still due and unclaimed, concurrently."""
-    claimed = claim_due_messages(message_pks, now=timezone.now())
+    """Sends every message of the group that is still unclaimed, each at its own moment, concurrently."""
+    now = timezone.now()
+    claimed = claim_due_messages(message_pks, now=now, within=timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS))
     if len(claimed) <= 1:
-        record_attempts([(message, call_webhook(message)) for message in claimed])
+        record_attempts([(message, call_webhook_when_due(message)) for message in claimed])
         return
     workers = min(len(claimed), settings.DELIVERY_GROUP_CONCURRENCY)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook") as pool:
         # Only the HTTP calls run in the pool; the database is written from this thread, once.
-        record_attempts(list(zip(claimed, pool.map(call_webhook, claimed), strict=True)))
+        record_attempts(list(zip(claimed, pool.map(call_webhook_when_due, claimed), strict=True)))
 
 
-def claim_due_messages(message_pks: Sequence[int], *, now: datetime) -> list[Message]:
+def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> list[Message]:
+    """Claims the messages due by `now + within` (a group's window); none is sent before its time."""
     token = uuid4()
     claimed_count = (
         Message.objects.filter(pk__in=message_pks)
-        .waiting_until(now)
+        .waiting_until(now + within)
         .update(status=MessageStatus.SENDING, claimed_at=now, claim_token=token, enqueued_at=None)
     )
     if not claimed_count:
         return []
     return list(Message.objects.filter(pk__in=message_pks, claim_token=token))
+
+
+def call_webhook_when_due(message: Message) -> WebhookResult:
+    # Never early: a group's task starts at its first message's moment, the others follow.
+    wait = (message.due_at - timezone.now()).total_seconds()
+    if wait > 0:
+        time.sleep(wait)
+    return call_webhook(message)
 
 
 def call_webhook(message: Message) -> WebhookResult:

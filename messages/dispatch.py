@@ -9,9 +9,8 @@ claim in `messages.delivery`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from itertools import groupby
 
 from django.conf import settings
 from django.db.models import Q
@@ -96,16 +95,20 @@ def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
     )
 
 
-def _groups_due_together(rows: Iterable[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:
-    """Messages already due travel in chunks without eta; the others by exact due moment."""
+def _groups_due_together(rows: Sequence[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:
+    """Messages already due travel in chunks without eta; the others in groups due within one
+    DELIVERY_GROUP_WINDOW_MS, with the eta of the group's first. A task per message would cost
+    more than the message itself; inside the task each one still waits for its own moment."""
     chunk = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
-    overdue: list[Row] = []
-    for due_at, group in groupby(rows, key=lambda row: row[2]):
-        members = list(group)
-        if due_at <= now:
-            overdue.extend(members)
-            continue
-        for start in range(0, len(members), chunk):
-            yield due_at, members[start : start + chunk]
+    window = timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS)
+    overdue = [row for row in rows if row[2] <= now]
     for start in range(0, len(overdue), chunk):
         yield None, overdue[start : start + chunk]
+    group: list[Row] = []
+    for row in (row for row in rows if row[2] > now):
+        if group and (len(group) == chunk or row[2] - group[0][2] > window):
+            yield group[0][2], group
+            group = []
+        group.append(row)
+    if group:
+        yield group[0][2], group

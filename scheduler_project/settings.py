@@ -245,6 +245,9 @@ DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
 SCHEDULER_DISPATCH_BATCH = env.int("SCHEDULER_DISPATCH_BATCH", default=5000)
 # Concurrent calls inside one task carrying messages due at the same moment.
 DELIVERY_GROUP_CONCURRENCY = env.int("DELIVERY_GROUP_CONCURRENCY", default=50)
+# Messages due within this many milliseconds of each other travel in one task (each still sent
+# at its own moment): a task per message costs more than the message.
+DELIVERY_GROUP_WINDOW_MS = env.int("DELIVERY_GROUP_WINDOW_MS", default=50)
 
 # Networks (CIDR) that may read /metrics without the API token, e.g. 10.0.0.0/8 for Prometheus.
 METRICS_ALLOWED_NETWORKS = [ip_network(network) for network in env.list("METRICS_ALLOWED_NETWORKS", default=[])]

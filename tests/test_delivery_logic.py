@@ -172,3 +172,20 @@ def test_a_failed_message_sent_again_by_hand_gets_a_fresh_set_of_attempts():
 
     assert decision.outcome.value == "retry"
     assert list(DeliveryAttempt.objects.filter(message=message).values_list("number", flat=True)) == [1, 2, 3]
+
+
+@override_settings(DELIVERY_GROUP_WINDOW_MS=400)
+def test_a_group_spread_over_its_window_sends_each_message_at_its_own_moment(receiver, hook_path):
+    start = timezone.now()
+    dues = [start + timedelta(milliseconds=offset) for offset in (100, 250, 350)]
+    messages = [make_message(message_id=f"spread-{n}", due_at=due, webhook_url=receiver.url(hook_path),
+                             payload={"n": n}) for n, due in enumerate(dues)]
+    while timezone.now() < dues[0]:
+        pass  # the task starts at its first message's eta
+
+    delivery.deliver_messages([message.pk for message in messages])
+
+    arrivals = {call.json["n"]: call.arrived_at for call in receiver.calls_to(hook_path)}
+    assert sorted(arrivals) == [0, 1, 2]
+    for n, due in enumerate(dues):
+        assert 0 <= arrivals[n] - due.timestamp() < 0.1

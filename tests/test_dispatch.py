@@ -75,7 +75,7 @@ def test_messages_due_at_one_moment_travel_in_one_task(redis_server):
     now = timezone.now()
     moment = now + timedelta(seconds=2)
     group = [make_message(message_id=f"same-{n}", due_at=moment) for n in range(3)]
-    lone = make_message(message_id="lone", due_at=moment + timedelta(milliseconds=1))
+    lone = make_message(message_id="lone", due_at=moment + timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS + 1))
 
     dispatch.enqueue_horizon(now=now)
 
