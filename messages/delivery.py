@@ -158,28 +158,37 @@ def _store_attempts_patiently(outcomes: Sequence[AttemptOutcome], *, now: dateti
 
 
 def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set[int]:
-    """One transaction, each message guarded by its claim: safe to repeat after an error at commit."""
+    """One transaction, each message guarded by its claim: safe to repeat after an error at commit.
+
+    Messages that end alike (delivered with the same status, say) are moved on by one UPDATE.
+    """
     recorded: set[int] = set()
     with transaction.atomic():
-        for outcome in outcomes:
-            message, result = outcome.message, outcome.result
-            finished = Message.objects.filter(
-                pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
-            ).update(
+        for alike in _alike_outcomes(outcomes):
+            first = alike[0]
+            claims = {outcome.message.pk: outcome.message.claim_token for outcome in alike}
+            still_claimed = (
+                Message.objects.select_for_update()
+                .filter(pk__in=claims, status=MessageStatus.SENDING)
+                .values_list("pk", "claim_token")
+            )
+            pks = [pk for pk, token in still_claimed if token is not None and token == claims[pk]]
+            if not pks:
+                continue
+            Message.objects.filter(pk__in=pks).update(
                 attempt_count=F("attempt_count") + 1,
-                last_status_code=result.status_code,
-                last_error=result.error,
+                last_status_code=first.result.status_code,
+                last_error=first.result.error,
                 claimed_at=None,
                 claim_token=None,
-                **_fields_after(outcome.decision, now=now),
+                **_fields_after(first.decision, now=now),
             )
-            if not finished:
-                continue
-            recorded.add(message.pk)
+            recorded.update(pks)
+        for outcome in outcomes:
             decision = outcome.decision
-            if decision.outcome is Outcome.RETRY and is_imminent(decision.retry_at, now=now):
-                message.due_at, message.enqueued_at = decision.retry_at, now
-                enqueue_after_commit(message)
+            if outcome.message.pk in recorded and decision.outcome is Outcome.RETRY and is_imminent(decision.retry_at, now=now):
+                outcome.message.due_at, outcome.message.enqueued_at = decision.retry_at, now
+                enqueue_after_commit(outcome.message)
         DeliveryAttempt.objects.bulk_create(
             DeliveryAttempt(
                 message_id=outcome.message.pk,
@@ -194,6 +203,18 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
             if outcome.message.pk in recorded
         )
     return recorded
+
+
+def _alike_outcomes(outcomes: Sequence[AttemptOutcome]) -> list[list[AttemptOutcome]]:
+    """Groups that can share one UPDATE: same final state and result; each retry alone (its own time)."""
+    alike: dict[tuple[object, ...], list[AttemptOutcome]] = {}
+    for outcome in outcomes:
+        if outcome.decision.outcome is Outcome.RETRY:
+            key: tuple[object, ...] = ("retry", outcome.message.pk)
+        else:
+            key = (outcome.decision.outcome, outcome.result.status_code, outcome.result.error)
+        alike.setdefault(key, []).append(outcome)
+    return list(alike.values())
 
 
 def _result_class(result: WebhookResult) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -32,12 +33,6 @@ def _bucket_label(value: float, buckets: tuple[float, ...]) -> str:
     return repr(buckets[index]) if index < len(buckets) else "+Inf"
 
 
-def _observe(pipe: redis.client.Pipeline, name: str, value: float, buckets: tuple[float, ...]) -> None:
-    key = KEY.format(name=name)
-    pipe.hincrby(key, _bucket_label(value, buckets), 1)
-    pipe.hincrbyfloat(key, "sum", value)
-
-
 @dataclass(frozen=True)
 class AttemptSample:
     outcome: str
@@ -47,16 +42,27 @@ class AttemptSample:
 
 
 def record_attempts(samples: Iterable[AttemptSample]) -> None:
-    """One round trip for a whole group. Best effort: a metrics write never fails a delivery."""
+    """Adds a whole group up first: a few commands in one round trip, however many messages.
+    Best effort: a metrics write never fails a delivery."""
+    increments: Counter[tuple[str, str]] = Counter()
+    sums: Counter[str] = Counter()
+    for sample in samples:
+        increments[("attempts", f"{sample.outcome}|{sample.result_class}")] += 1
+        increments[("attempt_duration", _bucket_label(sample.duration_seconds, DURATION_BUCKETS))] += 1
+        sums["attempt_duration"] += sample.duration_seconds
+        if sample.lateness_seconds is not None:
+            lateness = max(sample.lateness_seconds, 0.0)
+            increments[("lateness", _bucket_label(lateness, LATENESS_BUCKETS))] += 1
+            sums["lateness"] += lateness
+    if not increments:
+        return
     try:
         pipe = broker.redis_client().pipeline(transaction=False)
-        for sample in samples:
-            pipe.hincrby(KEY.format(name="attempts"), f"{sample.outcome}|{sample.result_class}", 1)
-            _observe(pipe, "attempt_duration", sample.duration_seconds, DURATION_BUCKETS)
-            if sample.lateness_seconds is not None:
-                _observe(pipe, "lateness", max(sample.lateness_seconds, 0.0), LATENESS_BUCKETS)
-        if len(pipe):
-            pipe.execute()
+        for (name, field), count in increments.items():
+            pipe.hincrby(KEY.format(name=name), field, count)
+        for name, total in sums.items():
+            pipe.hincrbyfloat(KEY.format(name=name), "sum", total)
+        pipe.execute()
     except (redis.RedisError, OSError) as error:
         logger.warning("metrics not recorded: %s", error)
 
