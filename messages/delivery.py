@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from uuid import uuid4
 
 from django.conf import settings
@@ -39,10 +40,16 @@ def deliver_messages(message_pks: Sequence[int]) -> None:
     if len(claimed) <= 1:
         record_attempts([(message, call_webhook_when_due(message)) for message in claimed])
         return
-    workers = min(len(claimed), settings.DELIVERY_GROUP_CONCURRENCY)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook") as pool:
-        # Only the HTTP calls run in the pool; the database is written from this thread, once.
-        record_attempts(list(zip(claimed, pool.map(call_webhook_when_due, claimed), strict=True)))
+    # Only the HTTP calls run in the pool; the database is written from this thread, once.
+    results = _sender_pool().map(call_webhook_when_due, claimed)
+    record_attempts(list(zip(claimed, results, strict=True)))
+
+
+@cache
+def _sender_pool() -> ThreadPoolExecutor:
+    """One pool per worker process, kept: its threads keep their HTTP sessions, so calls to a
+    receiver reuse connections instead of opening one per call (a pool per task did)."""
+    return ThreadPoolExecutor(max_workers=settings.DELIVERY_SEND_THREADS, thread_name_prefix="webhook")
 
 
 def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> list[Message]:

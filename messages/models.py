@@ -82,7 +82,8 @@ class Message(models.Model):
         indexes = [
             # GET /messages in next-run order and the dispatcher's horizon scan: only
             # pending messages have a due_at, so finished history never enters this range.
-            models.Index(fields=["due_at"], name="by_due_at"),
+            # With the id, for the (due_at, id) order and cursor, however many share one due_at.
+            models.Index(fields=["due_at", "id"], name="by_due_at_id"),
             # GET /messages?status=scheduled|retrying, counts by status, stale claims.
             models.Index(fields=["status", "due_at"], name="by_status_due_at"),
             # GET /messages?status=failed and the pruning of delivered history.
