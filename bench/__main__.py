@@ -1,0 +1,188 @@
+"""`make bench`: runs issue 6's scenarios against the real service and prints the results.
+
+    python -m bench                                  # the default set (~10 minutes)
+    python -m bench steady --rate 1000 --duration 60 # one scenario, other sizes
+    python -m bench pending --pending 1000000        # restart, list and memory at 1M
+    python -m bench --postgres postgres://postgres@127.0.0.1:5432/postgres
+    python -m bench create burst --profile /tmp/profiles   # with py-spy
+
+stdout: one JSON line per scenario, then a markdown table; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import psutil
+
+from bench import scenarios
+from bench.receiver import ReceiverClient
+from bench.report import markdown_table
+from bench.scenarios import Bench, log
+from bench.service import ROOT, PostgresDatabase, Service, SQLiteDatabase, free_port, wait_until
+
+STAGES = ("create", "burst", "slow", "steady", "pending")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stages", nargs="*", metavar="STAGE", default=list(STAGES),
+                        help=f"any of {', '.join(STAGES)} (default: all); pending gives the restart, "
+                        "list and memory lines")
+    parser.add_argument("--postgres", metavar="URL", help="run on PostgreSQL: a database bench_scheduler is "
+                        "created on this server and dropped afterwards")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent API clients (default 16)")
+    parser.add_argument("--create-n", type=int, default=5000, help="POSTs in the create scenario")
+    parser.add_argument("--burst", default="1000,5000,5000:db", metavar="N[:db],...",
+                        help="burst sizes; ':db' loads them into the database instead of POSTing "
+                        "(default 1000,5000,5000:db)")
+    parser.add_argument("--steady", default="200x30,200x30:db,1000x60:db", metavar="RATExSECONDS[:db],...",
+                        help="steady runs (default 200x30,200x30:db,1000x60:db)")
+    parser.add_argument("--rate", type=int, help="one steady run at this rate (with --duration)")
+    parser.add_argument("--duration", type=int, default=30, help="seconds of the --rate run")
+    parser.add_argument("--feed", choices=["api", "db"], default="api",
+                        help="how the --rate run's messages arrive: POSTed as they come, or loaded up front")
+    parser.add_argument("--slow-n", type=int, default=500)
+    parser.add_argument("--slow-delay", type=float, default=0.2, help="receiver delay per call, seconds")
+    parser.add_argument("--pending", type=int, default=100_000, help="messages loaded for restart/list/memory")
+    parser.add_argument("--settle", type=float, default=12.0,
+                        help="seconds after ready before memory is measured (beat's first tick)")
+    parser.add_argument("--drain-timeout", type=float, default=120.0,
+                        help="longest wait for deliveries after the last one is due")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the web (create) and worker (bursts)")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, database)")
+    args = parser.parse_args()
+    unknown = set(args.stages) - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}: choose from {', '.join(STAGES)}")
+    if args.rate:
+        args.steady = f"{args.rate}x{args.duration}" + (":db" if args.feed == "db" else "")
+    return args
+
+
+def split_feed(spec: str) -> tuple[str, str]:
+    value, _, feed = spec.partition(":")
+    return value, feed or "api"
+
+
+def quiesce(service: Service, *, timeout: float = 60) -> None:
+    """Waits until the worker and the web processes are idle, so one scenario's tail does not
+    run into the next one's measurement."""
+    processes = [psutil.Process(service.pid(name)) for name in ("worker", "web")]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            process.cpu_percent()
+        time.sleep(1)
+        if sum(process.cpu_percent() for process in processes) < 10:
+            return
+
+
+def live_scenarios(args: argparse.Namespace, bench: Bench):
+    """(name, callable) for every scenario that runs against the one long-lived service."""
+    if "create" in args.stages:
+        yield "create", lambda: scenarios.create(bench, n=args.create_n)
+    if "burst" in args.stages:
+        for spec in args.burst.split(","):
+            size, feed = split_feed(spec)
+            yield f"burst{size}", lambda n=int(size), feed=feed: scenarios.burst(bench, n=n, feed=feed)
+    if "slow" in args.stages:
+        yield "slow", lambda: scenarios.burst(bench, n=args.slow_n, delay=args.slow_delay, name="slow")
+    if "steady" in args.stages:
+        for spec in args.steady.split(","):
+            shape, feed = split_feed(spec)
+            rate, duration = (int(x) for x in shape.split("x"))
+            yield f"steady_{shape}", lambda r=rate, d=duration, f=feed: scenarios.steady(bench, rate=r, duration=d, feed=f)
+
+
+def _commit() -> str:
+    """The code measured: `git describe`, marked -dirty when tracked files were changed."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that every `finally` stops what it started
+
+
+def main() -> int:
+    args = parse_args()
+    # SIGTERM (timeout, a CI runner) must stop the service too: its processes run in sessions
+    # of their own and would otherwise outlive the benchmark.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
+
+    def make_database():
+        return PostgresDatabase(args.postgres) if args.postgres else SQLiteDatabase(run_dir / "bench.sqlite3")
+
+    results: list[dict] = []
+
+    def emit(line: dict) -> None:
+        results.append(line)
+        print(json.dumps(line, default=str), flush=True)
+
+    receiver_port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-m", "bench.receiver", "--port", str(receiver_port)], cwd=ROOT)
+    client = ReceiverClient(receiver_port)
+    try:
+        wait_until(client.answers, timeout=20, what="the receiver")
+        if any(stage in args.stages for stage in STAGES[:-1]):
+            database = make_database()
+            database.create()
+            service = Service(database=database, run_dir=run_dir)
+            try:
+                log(f"migrating {database.kind} database, starting the service (run dir {run_dir})")
+                service.migrate()
+                service.start()
+                log(f"service ready in {service.wait_ready():.1f} s at {service.base_url}")
+                bench = Bench(service=service, receiver=client, clients=args.clients,
+                              profile_dir=args.profile, drain_timeout=args.drain_timeout)
+                for name, run in live_scenarios(args, bench):
+                    quiesce(service)
+                    log(f"running {name}")
+                    try:
+                        emit(run())
+                    except Exception as error:  # noqa: BLE001 - report it and go on with the others
+                        traceback.print_exc()
+                        emit({"scenario": name, "error": f"{type(error).__name__}: {error}"})
+            finally:
+                service.stop()
+                database.drop()
+        if "pending" in args.stages:
+            log(f"running pending ({args.pending:,} messages): restart, list, memory")
+            try:
+                for line in scenarios.pending(make_database, run_dir, n=args.pending, settle=args.settle):
+                    emit(line)
+            except Exception as error:  # noqa: BLE001
+                traceback.print_exc()
+                emit({"scenario": "restart", "error": f"{type(error).__name__}: {error}"})
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+        if args.keep:
+            log(f"kept {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    print()
+    print(markdown_table(results, database="PostgreSQL" if args.postgres else "SQLite (embedded default)",
+                         commit=_commit()))
+    return 0 if all("error" not in line for line in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The closing markdown table: our measured line next to the old service's published figure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# Copied from issue 6's table: the OLD service's published figures, measured there (FastAPI +
+# APScheduler + Redis, same 2-core machine, medians of 3). Reference text, not re-measured here.
+OLD_SERVICE = {
+    "create": "~920 req/s, p99 40 ms (one core saturated)",
+    "burst1000": "~500 delivered, ~500 silently never sent",
+    "burst5000": "~400 delivered, ~4,600 never sent",
+    "steady_200x30": "all delivered; lateness p50 2 ms, p99 5 ms, max 11 ms",
+    "slow": "50 delivered, 450 never sent",
+    "restart": "restart to ready 34 s (100,000 pending)",
+    "list": "listing them 1.9 s (100,000 pending)",
+    "memory": "+1.3 KB of RAM per message (+127 MB at 100,000)",
+}
+
+Row = tuple[str, str, bool | None]  # this service, target, met (None: nothing to meet)
+
+
+def _t(ms: float | None) -> str:
+    """A duration for reading: milliseconds below a second, seconds above."""
+    if ms is None:
+        return "n/a"
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.1f} ms"
+
+
+def _create(r: dict) -> Row:
+    ok = r["statuses"].get("200", 0) == r["requests"] and not r["errors"]
+    return (f"{r['req_per_s']} req/s, p50 {_t(r['p50_ms'])}, p99 {_t(r['p99_ms'])}"
+            + ("" if ok else f", statuses {r['statuses']} errors {r['errors']}"),
+            "≥ 1,000 req/s", ok and r["req_per_s"] >= 1000)
+
+
+def _delivered(r: dict) -> str:
+    return f"{r['delivered']:,}/{r['messages']:,} delivered, {r['duplicates']} duplicates"
+
+
+def _burst(r: dict) -> Row:
+    last = r["last_arrival_after_instant_s"]
+    return (f"{_delivered(r)}; last {last} s after the instant; lateness p50 {_t(r['lateness_p50_ms'])}, "
+            f"p99 {_t(r['lateness_p99_ms'])}",
+            "all once, last ≤ 3 s after", not r["undelivered"] and not r["duplicates"] and last is not None and last <= 3)
+
+
+def _slow(r: dict) -> Row:
+    done = r["all_delivered_after_instant_s"]
+    return (f"{_delivered(r)}; all done {done} s after the instant; peak {r['peak_inflight']} in flight",
+            "all within 2 s (≥ 50 in flight)",
+            not r["undelivered"] and not r["duplicates"] and done is not None and done <= 2)
+
+
+def _steady(r: dict) -> Row:
+    text = (f"{_delivered(r)}; lateness p50 {_t(r['lateness_p50_ms'])}, p99 {_t(r['lateness_p99_ms'])}, "
+            f"max {_t(r['lateness_max_ms'])}; worker RSS {r.get('worker_rss_mb_min')}–{r.get('worker_rss_mb_max')} MB")
+    if r["rate"] != 200:
+        return text, "worker memory bounded (stated)", None
+    met = (not r["undelivered"] and not r["duplicates"] and r["lateness_p50_ms"] <= 3
+           and r["lateness_p99_ms"] <= 10 and r["lateness_max_ms"] <= 50)
+    return text, "all; p50 ≤ 3 ms, p99 ≤ 10 ms, max ≤ 50 ms", met
+
+
+def _restart(r: dict) -> Row:
+    return (f"ready {r['ready_s']} s with {r['pending']:,} pending (empty: {r['ready_s_empty']} s)",
+            "≤ 5 s (issue: at 1,000,000)", r["ready_s"] <= 5)
+
+
+def _list(r: dict) -> Row:
+    return (f"first page ({r['items']} items) {_t(r['median_ms'])} at {r['pending']:,} pending",
+            "≤ 50 ms (issue: at 1,000,000)", r["median_ms"] <= 50)
+
+
+def _memory(r: dict) -> Row:
+    return (f"web {r['web_rss_mb_empty']}→{r['web_rss_mb_pending']} MB ({r['web_rss_mb_delta_pct']:+}%), "
+            f"worker {r['worker_rss_mb_empty']}→{r['worker_rss_mb_pending']} MB "
+            f"({r['worker_rss_mb_delta_pct']:+}%) at {r['pending']:,} pending",
+            "within 10% of empty (issue: at 1,000,000)",
+            abs(r["web_rss_mb_delta_pct"]) <= 10 and abs(r["worker_rss_mb_delta_pct"]) <= 10)
+
+
+DESCRIBE: dict[str, Callable[[dict], Row]] = {
+    "create": _create, "burst": _burst, "slow": _slow, "steady": _steady,
+    "restart": _restart, "list": _list, "memory": _memory,
+}
+
+
+def _old_figure(name: str) -> str:
+    # The same load handed over another way (":db") compares with the same old figure.
+    return OLD_SERVICE.get(name.removesuffix("_db"), "not measured")
+
+
+def markdown_table(results: list[dict], *, database: str, commit: str) -> str:
+    lines = [
+        f"Commit {commit}, database: {database}. The old service's column is its published",
+        "figure from issue 6, not re-measured here.",
+        "",
+        "| Scenario | Old service (published, issue 6) | This service (measured) | Target | Met |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        name = r["scenario"]
+        if "error" in r:
+            lines.append(f"| {name} | {_old_figure(name)} | failed: {r['error']} | | no |")
+            continue
+        describe = next(f for prefix, f in DESCRIBE.items() if name.startswith(prefix))
+        ours, target, met = describe(r)
+        mark = "—" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {name} | {_old_figure(name)} | {ours} | {target} | {mark} |")
+    return "\n".join(lines)
