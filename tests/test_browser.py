@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def ops_group() -> Group:
-    """The group migration 0003 makes; earlier transactional tests flushed it, not its permissions."""
+    """The group migration 0002 makes; earlier transactional tests flushed it, not its permissions."""
     group, _ = Group.objects.get_or_create(name="ops")
     group.permissions.add(*Permission.objects.filter(
         content_type__app_label="scheduler", codename__in=["view_message", "view_deliveryattempt", "run_message_actions"]))

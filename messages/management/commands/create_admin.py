@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-OPS_GROUP = "ops"  # created by migration scheduler.0003_ops_group
+OPS_GROUP = "ops"  # created by migration scheduler.0002_ops_group
 ENV_VARS = ("ADMIN_USERNAME", "ADMIN_PASSWORD", "ADMIN_EMAIL")
 
 
