@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 CLOCK_SKEW_WARNING_SECONDS = 0.5
 
+
 def dispatch_due_messages(*, now: datetime | None = None) -> int:
     """One beat tick: moves due-soon messages into the broker, re-sends lost ones.
 

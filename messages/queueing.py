@@ -1,4 +1,4 @@
-"""Puts delivery tasks on the broker: one task per message, or per group due at one moment."""
+"""Puts delivery tasks on the broker: one per imminent message, or per group due together."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def is_imminent(due_at: datetime, *, now: datetime) -> bool:
 
 
 def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str]) -> None:
-    """Sends one task for messages due at the same moment; raises when the broker is down."""
+    """Sends one task for messages due together, with the first one's eta; raises when the broker is down."""
     task_id = uuid4().hex
     celery_app.send_task(
         DELIVER_TASK, args=[list(message_pks)], eta=eta, task_id=task_id, queue=DELIVERY_QUEUE
