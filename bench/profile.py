@@ -1,7 +1,7 @@
 """py-spy around a scenario, and a plain-text summary of where the samples fell.
 
-py-spy samples the running process from outside (no code change, little overhead with
---nonblocking). Its `raw` format is one collapsed stack per line: `frame;frame;... count`.
+py-spy samples the running process from outside (no code change). Its `raw` format is one
+collapsed stack per line: `frame;frame;... count`.
 Run directly to summarise a file again:  python -m bench.profile FILE.txt
 """
 
@@ -20,7 +20,8 @@ LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 class PySpy:
-    def __init__(self, *, pid: int, output: Path, subprocesses: bool = False, rate: int = 100) -> None:
+    def __init__(self, *, pid: int, output: Path, subprocesses: bool = False, gil_only: bool = False,
+                 rate: int = 100) -> None:
         # The virtualenv's own, when it is not on PATH.
         py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
         if not py_spy:
@@ -28,7 +29,12 @@ class PySpy:
         self.output = output
         self.command = [
             py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
+            # Non-blocking: pausing a process of 100+ threads at every sample slowed a burst
+            # 5x. Idle threads are then told apart by heuristics that miss some waits (a pool
+            # thread blocked on its queue shows as `_worker`): hence --gil for the worker.
             "--rate", str(rate), "--nonblocking", *(["--subprocesses"] if subprocesses else []),
+            # Only samples holding the GIL: what limits a one-process, many-thread worker.
+            *(["--gil"] if gil_only else []),
         ]
         self.process: subprocess.Popen | None = None
 
@@ -79,8 +85,8 @@ def summarize(raw_file: Path, top: int = 20) -> str:
         )]
         return rows[: top + 1]
 
-    lines = [f"{raw_file.name}: {total} samples (CPU only: threads waiting on I/O are not sampled)"]
-    lines += block("self (where the CPU was):", self_samples)
+    lines = [f"{raw_file.name}: {total} samples"]
+    lines += block("self (the top frame of each sample):", self_samples)
     lines += block("inclusive, our code:", inclusive, lambda frame: any(part in frame for part in OUR_CODE))
     lines += block("inclusive, everything:", inclusive)
     return "\n".join(lines) + "\n"

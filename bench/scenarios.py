@@ -50,17 +50,18 @@ class Bench:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.service.token}", "Content-Type": "application/json"}
 
-    def profiled(self, name: str, process: str, *, subprocesses: bool = True):
-        """py-spy on one of the service's processes (and its children: gunicorn's workers, a
-        prefork pool) while the block runs, when --profile is on."""
+    def profiled(self, name: str, process: str):
+        """py-spy on one of the service's processes and its children (gunicorn's workers, a
+        prefork pool) while the block runs, when --profile is on. The worker is sampled only
+        while holding the GIL: its threads mostly wait, and the GIL is what one process shares."""
         if self.profile_dir is None:
             return nullcontext()
-        return _profiled(self.profile_dir / f"{name}.txt", self.service.pid(process), subprocesses)
+        return _profiled(self.profile_dir / f"{name}.txt", self.service.pid(process), gil_only=process == "worker")
 
 
 @contextmanager
-def _profiled(output: Path, pid: int, subprocesses: bool) -> Iterator[None]:
-    with PySpy(pid=pid, output=output, subprocesses=subprocesses):
+def _profiled(output: Path, pid: int, *, gil_only: bool) -> Iterator[None]:
+    with PySpy(pid=pid, output=output, subprocesses=True, gil_only=gil_only):
         yield
     if output.exists():
         summary = summarize(output)
