@@ -42,8 +42,7 @@ def _session_worker(worker_env: dict[str, str], redis_server: processes.RedisSer
     # Tasks left by tests that ran below the worker would point at rolled-back rows.
     redis_server.client().flushall()
     worker = processes.worker("worker-1", env=worker_env, run_dir=RUN_DIR)
-    worker.start()
-    worker.wait_until_logged("ready.", timeout=60)
+    worker.restart()
     yield worker
     worker.stop()
 
@@ -53,8 +52,7 @@ def celery_worker(_session_worker: processes.CeleryProcess) -> Iterator[processe
     """The session's worker; a test that kills it gets it restarted afterwards."""
     yield _session_worker
     if not _session_worker.is_running():
-        _session_worker.start()
-        _session_worker.wait_until_logged("ready.", timeout=60)
+        _session_worker.restart()
     _let_the_worker_go_idle()
 
 
