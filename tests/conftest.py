@@ -51,8 +51,7 @@ def _session_worker(worker_env: dict[str, str], redis_server: processes.RedisSer
 def celery_worker(_session_worker: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
     """The session's worker; a test that kills it gets it restarted afterwards."""
     yield _session_worker
-    if not _session_worker.is_running():
-        _session_worker.restart()
+    _session_worker.ensure_running()
     _let_the_worker_go_idle()
 
 
@@ -76,8 +75,7 @@ def _session_beat(worker_env: dict[str, str]) -> Iterator[processes.CeleryProces
 def celery_beat(_session_beat: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
     """The session's beat; a test that kills it gets it restarted afterwards."""
     yield _session_beat
-    if not _session_beat.is_running():
-        _session_beat.restart()
+    _session_beat.ensure_running()
 
 
 @pytest.fixture(scope="session")

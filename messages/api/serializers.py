@@ -14,6 +14,7 @@ from requests.models import PreparedRequest
 from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
+from messages.listing import LISTABLE_STATUSES
 from messages.models import DeliveryAttempt, Message
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason
@@ -165,7 +166,7 @@ class RetryMessageSerializer(serializers.Serializer):
 
 
 class ListMessagesSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["scheduled", "retrying", "failed"], required=False)
+    status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=10000, default=1000)
     cursor = serializers.CharField(required=False, max_length=512)
 

@@ -84,6 +84,11 @@ class CeleryProcess:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def ensure_running(self) -> None:
+        """After a test that killed it."""
+        if not self.is_running():
+            self.restart()
+
     def restart(self) -> None:
         self.start()
         self.wait_until_logged("ready." if self.arguments[0] == "worker" else "beat: Starting", timeout=60)
