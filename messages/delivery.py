@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from uuid import uuid4
 
 from django.conf import settings
@@ -26,7 +24,7 @@ from messages.models import DeliveryAttempt, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
 from messages.retry_policy import Outcome, RetryDecision, decide_after_attempt
 from messages.signing import signature_headers
-from messages.webhook_client import WebhookResult, encode_payload, send_webhook
+from messages.webhook_client import WebhookCall, WebhookResult, encode_payload, send_webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +35,9 @@ def deliver_messages(message_pks: Sequence[int]) -> None:
     """Sends every message of the group that is still unclaimed, each at its own moment, concurrently."""
     now = timezone.now()
     claimed = claim_due_messages(message_pks, now=now, within=timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS))
-    if len(claimed) <= 1:
-        record_attempts([(message, call_webhook_when_due(message)) for message in claimed])
-        return
-    # Only the HTTP calls run in the pool; the database is written from this thread, once.
-    results = _sender_pool().map(call_webhook_when_due, claimed)
+    # Only the HTTP calls run concurrently; the database is written from this thread, once.
+    results = send_webhooks([webhook_call(message) for message in claimed])
     record_attempts(list(zip(claimed, results, strict=True)))
-
-
-@cache
-def _sender_pool() -> ThreadPoolExecutor:
-    """One pool per worker process, kept: its threads keep their HTTP sessions, so calls to a
-    receiver reuse connections instead of opening one per call (a pool per task did)."""
-    return ThreadPoolExecutor(max_workers=settings.DELIVERY_SEND_THREADS, thread_name_prefix="webhook")
 
 
 def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> list[Message]:
@@ -65,26 +53,20 @@ def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: tim
     return list(Message.objects.filter(pk__in=message_pks, claim_token=token))
 
 
-def call_webhook_when_due(message: Message) -> WebhookResult:
-    # Never early: a group's task starts at its first message's moment, the others follow.
-    wait = (message.due_at - timezone.now()).total_seconds()
-    if wait > 0:
-        time.sleep(wait)
-    return call_webhook(message)
-
-
-def call_webhook(message: Message) -> WebhookResult:
+def webhook_call(message: Message) -> WebhookCall:
+    """The call for a message, signed; not before its moment (a group starts at its first)."""
     body = encode_payload(message.payload)
     headers = {
         **message.headers,
         **signature_headers(message_id=message.message_id, body=body, now=timezone.now()),
     }
-    return send_webhook(
+    return WebhookCall(
         url=message.webhook_url,
         body=body,
         message_id=message.message_id,
         timeout_seconds=message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
         extra_headers=headers,
+        not_before=message.due_at,
     )
 
 
