@@ -78,7 +78,7 @@ def split_feed(spec: str) -> tuple[str, str]:
 def quiesce(service: Service, *, timeout: float = 60) -> None:
     """Waits until the worker and the web processes are idle, so one scenario's tail does not
     run into the next one's measurement."""
-    processes = [psutil.Process(service.pid(name)) for name in ("worker", "web")]
+    processes = [*service.process_trees("worker"), *service.process_trees("web")]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in processes:

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import requests
-from honcho.environ import parse_procfile
 
 from scheduler_project.embedded_redis import redis_answers, redis_server_command
+from scheduler_project.procfile import procfile_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 BEAT_SCHEDULE_IN_PROCFILE = "var/celerybeat-schedule"
@@ -201,25 +201,29 @@ class Service:
         redis_dir.mkdir(exist_ok=True)
         self._spawn("redis", shlex.join(redis_server_command(port=self.redis_port, directory=str(redis_dir))))
         wait_until(lambda: redis_answers(self.env["REDIS_URL"]), timeout=20, what="redis-server")
-        for name, command in self.procfile_commands().items():
-            self._spawn(name, command)
+        for name, (command, extra_env) in self.procfile_commands().items():
+            self._spawn(name, command, extra_env)
 
-    def procfile_commands(self) -> dict[str, str]:
-        procfile = parse_procfile((ROOT / "Procfile").read_text())
-        commands = dict(procfile.processes)
-        if BEAT_SCHEDULE_IN_PROCFILE not in commands["beat"]:
-            raise RuntimeError(f"the Procfile's beat line no longer names {BEAT_SCHEDULE_IN_PROCFILE}: {commands['beat']}")
-        commands["beat"] = commands["beat"].replace(
-            BEAT_SCHEDULE_IN_PROCFILE, shlex.quote(str(self.run_dir / "celerybeat-schedule"))
-        )
+    def procfile_commands(self) -> dict[str, tuple[str, dict[str, str]]]:
+        """What `make run` starts: the worker line once per core (worker.1, worker.2, …)."""
+        commands = procfile_processes()
+        beat, beat_env = commands["beat"]
+        if BEAT_SCHEDULE_IN_PROCFILE not in beat:
+            raise RuntimeError(f"the Procfile's beat line no longer names {BEAT_SCHEDULE_IN_PROCFILE}: {beat}")
+        beat = beat.replace(BEAT_SCHEDULE_IN_PROCFILE, shlex.quote(str(self.run_dir / "celerybeat-schedule")))
+        commands["beat"] = (beat, beat_env)
         return commands
 
-    def _spawn(self, name: str, command: str) -> None:
+    def _spawn(self, name: str, command: str, extra_env: dict[str, str] | None = None) -> None:
         # `exec` so that the pid is the program's own, not a shell's (py-spy and RSS need it).
         self.processes[name] = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env=self.env, stdout=self._log(name),
+            ["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=self._log(name),
             stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def _named(self, name: str) -> list[subprocess.Popen]:
+        """"worker" is every worker process (worker.1, worker.2, …); other names are one process."""
+        return [process for key, process in self.processes.items() if key.split(".")[0] == name]
 
     def _log(self, name: str):
         return open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
@@ -248,16 +252,23 @@ class Service:
         return self._session.get(f"{self.base_url}{path}", timeout=60, **kwargs)
 
     def pid(self, name: str) -> int:
-        return self.processes[name].pid
+        """The process, or for "worker" the first worker process (py-spy samples that one)."""
+        return self._named(name)[0].pid
+
+    def process_trees(self, name: str) -> list[psutil.Process]:
+        """Each process of the name and its children (gunicorn's master and its workers)."""
+        trees = []
+        for process in self._named(name):
+            root = psutil.Process(process.pid)
+            trees += [root, *root.children(recursive=True)]
+        return trees
 
     def web_workers(self) -> int:
         return len(psutil.Process(self.pid("web")).children())
 
     def rss_bytes(self, name: str) -> int:
-        """The process and its children (gunicorn's master and its workers)."""
         try:
-            process = psutil.Process(self.pid(name))
-            return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+            return sum(p.memory_info().rss for p in self.process_trees(name))
         except psutil.NoSuchProcess:
             return 0
 
@@ -269,8 +280,7 @@ class Service:
             if name == "db":
                 processes = self.database.server_processes()
             else:
-                process = psutil.Process(self.pid(name))
-                processes = [process, *process.children(recursive=True)]
+                processes = self.process_trees(name)
             times = [p.cpu_times() for p in processes]
         except psutil.NoSuchProcess:
             return 0.0
@@ -279,7 +289,7 @@ class Service:
     def stop(self) -> None:
         # Beat first (no new work), redis last (the others talk to it while stopping).
         last = ["beat", "worker", "web", "redis"]
-        for name in sorted(self.processes, key=lambda n: last.index(n) if n in last else -1):
+        for name in sorted(self.processes, key=lambda n: last.index(n.split(".")[0]) if n.split(".")[0] in last else -1):
             _stop_process(self.processes[name])
         self.processes.clear()
 

@@ -47,10 +47,10 @@ def main() -> int:
 
     django.setup()
     from django.core.management import call_command
-    from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
     from scheduler_project.embedded_redis import redis_answers, redis_server_command
+    from scheduler_project.procfile import procfile_processes
 
     call_command("migrate", interactive=False, verbosity=1)
     call_command("collectstatic", interactive=False, verbosity=0)
@@ -66,8 +66,8 @@ def main() -> int:
         command = redis_server_command(port=port, directory=str(ROOT / "var" / "redis"))
         manager.add_process("redis", shlex.join(command), env=env, cwd=str(ROOT))
         print(f"No Redis answered at {settings.REDIS_URL}: starting one of its own on 127.0.0.1:{port}")
-    for name, process in parse_procfile((ROOT / "Procfile").read_text()).processes.items():
-        manager.add_process(name, process, env=env, cwd=str(ROOT))
+    for name, (command, extra_env) in procfile_processes().items():
+        manager.add_process(name, command, env={**env, **extra_env}, cwd=str(ROOT))
     # Flower can revoke tasks and shows their arguments: it never runs without a login.
     flower_port = os.environ.get("FLOWER_PORT", "5555")
     if os.environ.get("FLOWER_BASIC_AUTH"):
