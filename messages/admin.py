@@ -16,7 +16,6 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.messages import ERROR, SUCCESS, WARNING
 from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -26,6 +25,7 @@ from django.utils.safestring import SafeString
 
 from messages.api_keys import issue_secret, revoke_api_key
 from messages.models import ApiKey, DeliveryAttempt, Message, MessageStatus
+from messages.row_counts import planner_row_estimate
 from messages.scheduling import (
     MessageInFlight,
     MessageNotFailed,
@@ -135,7 +135,7 @@ def due_bucket_bounds(now: datetime) -> dict[str, tuple[datetime | None, datetim
 
 
 class BoundedCountPaginator(Paginator):
-    """Counts at most COUNT_CAP rows; the whole table, unfiltered, from PostgreSQL's statistics.
+    """Counts at most COUNT_CAP rows; the whole table, unfiltered, from PostgreSQL's planner.
 
     An exact COUNT(*) reads every row. Past the cap the page links stop at COUNT_CAP rows
     (search or filter to narrow down); an estimate may leave the last page short or empty.
@@ -149,18 +149,10 @@ class BoundedCountPaginator(Paginator):
         return min(self.object_list.order_by().values("pk")[: COUNT_CAP + 1].count(), COUNT_CAP)
 
     def _estimated_table_rows(self) -> int | None:
-        queryset = self.object_list
-        connection = connections[queryset.db]
-        if queryset.query.where or connection.vendor != "postgresql":
+        # Filtered lists are counted exactly, up to the cap.
+        if self.object_list.query.where:
             return None
-        with connection.cursor() as cursor:
-            # reltuples is what ANALYZE/autovacuum last saw: -1 (PG 14+) before the first one.
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                [connection.ops.quote_name(queryset.model._meta.db_table)],
-            )
-            row = cursor.fetchone()
-        return int(row[0]) if row and row[0] >= 0 else None
+        return planner_row_estimate(self.object_list)
 
 
 # --- The admin -----------------------------------------------------------------------------

@@ -10,8 +10,13 @@ from datetime import UTC, datetime
 from django.db.models import Q
 
 from messages.models import Message, MessageStatus
+from messages.row_counts import count_rows
 
 LISTABLE_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING, MessageStatus.FAILED)
+# Past this many (by PostgreSQL's planner) `count` is its estimate; SQLite always counts exactly.
+EXACT_COUNT_UP_TO = 100_000
+# All that a listed message shows, and the order field: a payload may be a megabyte.
+LISTED_FIELDS = ("message_id", "status", "due_at", "finished_at")
 
 
 class InvalidCursor(ValueError):
@@ -22,6 +27,7 @@ class InvalidCursor(ValueError):
 class MessagePage:
     messages: list[Message]
     count: int
+    count_is_estimate: bool
     next_cursor: str | None
 
 
@@ -29,17 +35,19 @@ def list_messages(*, status: str | None, limit: int, cursor: str | None) -> Mess
     # Failed messages have no next run: they list in the order they failed.
     order_field = "finished_at" if status == MessageStatus.FAILED else "due_at"
     queryset = Message.objects.pending() if status is None else Message.objects.filter(status=status)
-    count = queryset.count()
+    count = count_rows(queryset, exact_up_to=EXACT_COUNT_UP_TO)
     if cursor:
         moment, pk = decode_cursor(cursor)
         queryset = queryset.filter(Q(**{f"{order_field}__gt": moment}) | Q(**{order_field: moment, "pk__gt": pk}))
-    page = list(queryset.order_by(order_field, "pk")[: limit + 1])
+    page = list(queryset.only(*LISTED_FIELDS).order_by(order_field, "pk")[: limit + 1])
     next_cursor = None
     if len(page) > limit:
         page = page[:limit]
         last = page[-1]
         next_cursor = encode_cursor(getattr(last, order_field), last.pk)
-    return MessagePage(messages=page, count=count, next_cursor=next_cursor)
+    return MessagePage(
+        messages=page, count=count.value, count_is_estimate=count.is_estimate, next_cursor=next_cursor
+    )
 
 
 def encode_cursor(moment: datetime, pk: int) -> str:
