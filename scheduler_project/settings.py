@@ -244,7 +244,7 @@ DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
 # Most messages the dispatcher hands to the broker in one run; the rest wait for the next.
 SCHEDULER_DISPATCH_BATCH = env.int("SCHEDULER_DISPATCH_BATCH", default=5000)
 # Most messages one task carries (messages due together are split into tasks this size).
-DELIVERY_GROUP_CONCURRENCY = env.int("DELIVERY_GROUP_CONCURRENCY", default=50)
+DELIVERY_GROUP_CONCURRENCY = env.int("DELIVERY_GROUP_CONCURRENCY", default=200)
 # Webhook calls one worker process keeps in flight at once (on one asyncio loop); more wait.
 DELIVERY_MAX_CONCURRENT_CALLS = env.int("DELIVERY_MAX_CONCURRENT_CALLS", default=500)
 # Messages due within this many milliseconds of each other travel in one task (each still sent
