@@ -34,7 +34,8 @@ WORKER_LOST = "WorkerLost"
 def deliver_messages(message_pks: Sequence[int]) -> None:
     """Sends every message of the group that is still unclaimed, each at its own moment, concurrently."""
     now = timezone.now()
-    claimed = claim_due_messages(message_pks, now=now, within=timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS))
+    within = timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS + settings.DELIVERY_GROUP_WINDOW_MS)
+    claimed = claim_due_messages(message_pks, now=now, within=within)
     # Only the HTTP calls run concurrently; the database is written from this thread, once.
     results = send_webhooks([webhook_call(message) for message in claimed])
     record_attempts(list(zip(claimed, results, strict=True)))

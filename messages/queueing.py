@@ -31,8 +31,11 @@ def is_imminent(due_at: datetime, *, now: datetime) -> bool:
 
 
 def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str]) -> None:
-    """Sends one task for messages due together, with the first one's eta; raises when the broker is down."""
+    """Sends one task for messages due together, to start DELIVERY_CLAIM_LEAD_MS before the
+    first one's eta; raises when the broker is down."""
     task_id = uuid4().hex
+    if eta is not None:
+        eta -= timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS)
     celery_app.send_task(
         DELIVER_TASK, args=[list(message_pks)], eta=eta, task_id=task_id, queue=DELIVERY_QUEUE
     )

@@ -250,6 +250,9 @@ DELIVERY_MAX_CONCURRENT_CALLS = env.int("DELIVERY_MAX_CONCURRENT_CALLS", default
 # Messages due within this many milliseconds of each other travel in one task (each still sent
 # at its own moment): a task per message costs more than the message.
 DELIVERY_GROUP_WINDOW_MS = env.int("DELIVERY_GROUP_WINDOW_MS", default=50)
+# A group's task starts and claims this long before its first message is due, so that waiting
+# for the database (SQLite's write lock, a busy PostgreSQL) is not counted as lateness.
+DELIVERY_CLAIM_LEAD_MS = env.int("DELIVERY_CLAIM_LEAD_MS", default=100)
 
 # Networks (CIDR) that may read /metrics without the API token, e.g. 10.0.0.0/8 for Prometheus.
 METRICS_ALLOWED_NETWORKS = [ip_network(network) for network in env.list("METRICS_ALLOWED_NETWORKS", default=[])]

@@ -189,3 +189,19 @@ def test_a_group_spread_over_its_window_sends_each_message_at_its_own_moment(rec
     assert sorted(arrivals) == [0, 1, 2]
     for n, due in enumerate(dues):
         assert 0 <= arrivals[n] - due.timestamp() < 0.1
+
+
+@override_settings(DELIVERY_CLAIM_LEAD_MS=300, DELIVERY_GROUP_WINDOW_MS=100)
+def test_a_task_started_the_claim_lead_early_claims_its_group_but_sends_nothing_early(receiver, hook_path):
+    start = timezone.now()
+    dues = [start + timedelta(milliseconds=offset) for offset in (300, 380)]
+    messages = [make_message(message_id=f"lead-{n}", due_at=due, webhook_url=receiver.url(hook_path),
+                             payload={"n": n}) for n, due in enumerate(dues)]
+
+    delivery.deliver_messages([message.pk for message in messages])  # at once: 300 ms early
+
+    arrivals = {call.json["n"]: call.arrived_at for call in receiver.calls_to(hook_path)}
+    assert sorted(arrivals) == [0, 1]
+    for n, due in enumerate(dues):
+        assert 0 <= arrivals[n] - due.timestamp() < 0.1
+    assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.DELIVERED}

@@ -34,7 +34,7 @@ def queued_tasks(redis_server) -> list[dict]:
     return tasks
 
 
-def test_messages_within_the_horizon_are_enqueued_with_their_exact_eta(redis_server):
+def test_messages_within_the_horizon_are_enqueued_to_start_the_claim_lead_before_they_are_due(redis_server):
     now = timezone.now()
     soon = make_message(message_id="soon", due_at=now + timedelta(seconds=1, microseconds=123456))
 
@@ -42,7 +42,9 @@ def test_messages_within_the_horizon_are_enqueued_with_their_exact_eta(redis_ser
 
     [task] = queued_tasks(redis_server)
     assert task["pks"] == [soon.pk]
-    assert datetime.fromisoformat(task["eta"]) == soon.due_at
+    lead = timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS)
+    assert lead > timedelta(0)
+    assert datetime.fromisoformat(task["eta"]) == soon.due_at - lead
 
 
 def test_messages_beyond_the_horizon_stay_in_the_database(redis_server):
