@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
-from django.db import models
+from django.db import connections, models, router
 from django.db.models import Q
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 
@@ -35,6 +37,29 @@ class MessageQuerySet(models.QuerySet["Message"]):
 
     def waiting_until(self, moment: datetime) -> MessageQuerySet:
         return self.filter(status__in=WAITING_STATUSES, due_at__lte=moment)
+
+    def insert(self, message: Message) -> None:
+        """Saves a new message as create() would, without compiling the same INSERT each time.
+
+        save() builds the statement afresh on every call, a tenth of a POST /messages' CPU.
+        Here Django compiles it once per database, and each call only prepares the values,
+        with the model's own fields. Nothing else save() does applies to a new Message: it
+        has no parent model, no relation to save first and no pre_save/post_save receiver.
+        """
+        alias = router.db_for_write(Message)
+        statement = _insert_statement(alias)
+        if statement is None:  # a database without INSERT ... RETURNING: the general way
+            message.save(force_insert=True, using=alias)
+            return
+        connection = connections[alias]
+        values = [field.get_db_prep_save(field.pre_save(message, True), connection) for field in _inserted_fields()]
+        with connection.cursor() as cursor:
+            cursor.execute(statement, values)
+            returned = cursor.fetchone()
+        for field, value in zip(Message._meta.db_returning_fields, returned, strict=True):
+            setattr(message, field.attname, value)
+        message._state.adding = False
+        message._state.db = alias
 
 
 class Message(models.Model):
@@ -96,6 +121,25 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return self.message_id
+
+
+def _inserted_fields() -> list[models.Field]:
+    return [field for field in Message._meta.local_concrete_fields if field is not Message._meta.auto_field]
+
+
+@cache
+def _insert_statement(alias: str) -> str | None:
+    """INSERT ... RETURNING with a placeholder per field, as save() would compile it for `alias`."""
+    connection = connections[alias]
+    if not connection.features.can_return_columns_from_insert:
+        return None
+    query = InsertQuery(Message)
+    query.insert_values(_inserted_fields(), [Message()])
+    compiler = query.get_compiler(alias)
+    compiler.returning_fields = Message._meta.db_returning_fields
+    [(statement, _values)] = compiler.as_sql()
+    # Oracle returns through bound variables, which would need their own handling.
+    return None if compiler.returning_params else statement
 
 
 class DeliveryAttempt(models.Model):

@@ -47,7 +47,7 @@ def schedule_message(
     queue_now = is_imminent(schedule_to, now=now)
     try:
         with transaction.atomic():
-            message = Message.objects.create(
+            message = Message(
                 message_id=message_id,
                 schedule_to=schedule_to,
                 due_at=schedule_to,
@@ -60,6 +60,7 @@ def schedule_message(
                 # Anything later costs one INSERT: beat enqueues it with the others due with it.
                 enqueued_at=now if queue_now else None,
             )
+            Message.objects.insert(message)
             if queue_now:
                 enqueue_after_commit(message)
     except IntegrityError:

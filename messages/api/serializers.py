@@ -14,6 +14,7 @@ from requests.models import PreparedRequest
 from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
+from messages.api.shared_fields import SharedFieldsSerializer
 from messages.listing import LISTABLE_STATUSES
 from messages.models import DeliveryAttempt, Message
 from messages.signing import SIGNATURE_HEADERS
@@ -143,7 +144,7 @@ class ScheduleToField(serializers.Field):
         return value.isoformat()
 
 
-class ScheduleMessageSerializer(serializers.Serializer):
+class ScheduleMessageSerializer(SharedFieldsSerializer):
     id = StrictRegexField(
         # RegexField searches: anchored, or "a/b" would pass on its "a".
         rf"\A{MESSAGE_ID_PATTERN}\Z",
@@ -161,11 +162,11 @@ class ScheduleMessageSerializer(serializers.Serializer):
     timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=120)  # noqa: N815
 
 
-class RetryMessageSerializer(serializers.Serializer):
+class RetryMessageSerializer(SharedFieldsSerializer):
     scheduleTo = ScheduleToField(required=False)  # noqa: N815
 
 
-class ListMessagesSerializer(serializers.Serializer):
+class ListMessagesSerializer(SharedFieldsSerializer):
     status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=10000, default=1000)
     cursor = serializers.CharField(required=False, max_length=512)

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from messages import health, listing, metrics, scheduling
 from messages.api import schema
 from messages.api.exceptions import Conflict
+from messages.api.negotiation import ContentNegotiation
 from messages.api.permissions import IsAuthenticatedOrFromAllowedNetwork
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
@@ -37,7 +38,12 @@ def _valid_path_id(message_id: str) -> str:
     return message_id
 
 
-class MessageCollectionView(APIView):
+# No docstring: drf-spectacular would make it the description of every operation below.
+class ApiView(APIView):
+    content_negotiation_class = ContentNegotiation
+
+
+class MessageCollectionView(ApiView):
     @schema.list_messages_docs
     def get(self, request: Request) -> Response:
         query = ListMessagesSerializer(data=request.query_params)
@@ -75,7 +81,7 @@ class MessageCollectionView(APIView):
         return Response({"status": "scheduled", "messageId": message.message_id})
 
 
-class MessageDetailView(APIView):
+class MessageDetailView(ApiView):
     @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
         try:
@@ -95,7 +101,7 @@ class MessageDetailView(APIView):
         return Response({"status": "deleted", "messageId": message_id})
 
 
-class MessageRetryView(APIView):
+class MessageRetryView(ApiView):
     @schema.retry_message_docs
     def post(self, request: Request, message_id: str) -> Response:
         serializer = RetryMessageSerializer(data=request.data)
@@ -112,7 +118,7 @@ class MessageRetryView(APIView):
         return Response({"status": message.status, "messageId": message.message_id})
 
 
-class MetricsView(APIView):
+class MetricsView(ApiView):
     permission_classes = [IsAuthenticatedOrFromAllowedNetwork]
 
     @schema.metrics_docs
@@ -120,7 +126,7 @@ class MetricsView(APIView):
         return HttpResponse(generate_latest(metrics.scheduler_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
-class HealthView(APIView):
+class HealthView(ApiView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
