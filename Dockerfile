@@ -5,7 +5,7 @@ FROM python:3.11-slim
 
 # PYTHONUNBUFFERED: log lines reach `docker logs` at once, not when a buffer fills.
 # READ_DOT_ENV=false: a container is configured by its environment only, never by a stray .env.
-# API_HOST=0.0.0.0: gunicorn must listen beyond the container's own loopback to be reachable.
+# API_HOST=0.0.0.0: the web server must listen beyond the container's own loopback to be reachable.
 # API_PORT=8000: EXPOSE and HEALTHCHECK below assume it.
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -16,7 +16,6 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 
 # The processes run as this unprivileged user; a fixed UID keeps volume ownership predictable.
-# It gets a home because gunicorn keeps its control socket in $HOME/.gunicorn.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app \
         --shell /usr/sbin/nologin app
@@ -46,4 +45,4 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=8)"]
 
 # Bind address, port and worker count come from the settings (API_HOST, API_PORT, WEB_CONCURRENCY).
-CMD ["gunicorn", "scheduler_project.wsgi", "--config", "python:scheduler_project.gunicorn_config"]
+CMD ["python", "-m", "scheduler_project.web_server"]

@@ -2,7 +2,7 @@
 
 http.client rather than requests: it costs a fraction of the CPU per call, and on two cores
 every cycle the client spends is taken from the service. Each thread keeps one connection
-and reopens it when the server closes it (gunicorn's sync workers close after every answer).
+and reopens it when the server closes it.
 """
 
 from __future__ import annotations

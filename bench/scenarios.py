@@ -51,7 +51,7 @@ class Bench:
         return {"Authorization": f"Bearer {self.service.token}", "Content-Type": "application/json"}
 
     def profiled(self, name: str, process: str):
-        """py-spy on one of the service's processes and its children (gunicorn's workers, a
+        """py-spy on one of the service's processes and its children (the web server's workers, a
         prefork pool) while the block runs, when --profile is on. The worker is sampled only
         while holding the GIL: its threads mostly wait, and the GIL is what one process shares."""
         if self.profile_dir is None:
@@ -110,11 +110,11 @@ def create(bench: Bench, *, n: int) -> dict[str, object]:
     """POST /messages far in the future, `clients` at a time, back to back."""
     tag = f"create-{uuid.uuid4().hex[:8]}"
     url = bench.receiver.hook_url("create")
-    # The client alone against a null endpoint (a fresh connection per call, as gunicorn
-    # forces): the most it can send, and its CPU per request.
+    # The client alone against a null endpoint, on kept connections as with the web server:
+    # the most it can send, and its CPU per request.
     null = run_requests(
         port=bench.receiver.port, requests=[("POST", "/_bench/null", b"{}")] * n, clients=bench.clients,
-        headers={**bench.headers, "Connection": "close"},
+        headers=bench.headers,
     )
     warmup = [create_request(f"{tag}-warm-{i}", FAR_FUTURE, url) for i in range(200)]
     run_requests(port=bench.service.port, requests=warmup, clients=bench.clients, headers=bench.headers)
@@ -300,7 +300,7 @@ def _start_measured(database: Database, run_dir: Path, *, settle: float, label: 
         ready_s = service.wait_ready(timeout=300)
         ready_total = time.monotonic() - started
         log(f"{label}: ready in {ready_total:.2f} s; settling {settle:.0f} s before measuring memory")
-        # Every gunicorn worker has served a request (its lazy imports done) before memory is
+        # Every web worker has served a request (its lazy imports done) before memory is
         # read, and beat's first tick has run the dispatcher over the pending rows.
         # Concurrent, so that every worker is busy at once and none is left cold (a worker
         # grows by ~25 MB on its first request, which would swamp what is measured here).

@@ -3,7 +3,7 @@
 The web, worker and beat commands are read from the Procfile (what `make run` hands to
 honcho), so the benchmark measures exactly what the README starts; only beat's schedule file
 is moved into the run directory, to leave the repository's var/ alone. Every process runs in
-its own session, so that stopping it can also sweep its children (gunicorn's workers).
+its own session, so that stopping it can also sweep its children (the web server's workers).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ Database = SQLiteDatabase | PostgresDatabase
 # --- Processes ------------------------------------------------------------------------------
 
 class Service:
-    """Redis, then gunicorn, celery worker and celery beat: the Procfile's processes."""
+    """Redis, then the web server, celery worker and celery beat: the Procfile's processes."""
 
     def __init__(self, *, database: Database, run_dir: Path) -> None:
         self.database = database
@@ -256,7 +256,7 @@ class Service:
         return self._named(name)[0].pid
 
     def process_trees(self, name: str) -> list[psutil.Process]:
-        """Each process of the name and its children (gunicorn's master and its workers)."""
+        """Each process of the name and its children (the web server's master and its workers)."""
         trees = []
         for process in self._named(name):
             root = psutil.Process(process.pid)
@@ -302,7 +302,7 @@ def _stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             pass
     try:
-        # Its session's group: gunicorn workers and anything else it left behind.
+        # Its session's group: web workers and anything else it left behind.
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass

@@ -3,6 +3,7 @@
 Every setting is documented in `.env.example`; a bad value fails at start-up.
 """
 
+import os
 from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import quote
@@ -38,7 +39,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 API_HOST = env.str("API_HOST", default="127.0.0.1")
 API_PORT = env.int("API_PORT", default=8000)
-WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=4)
+# Web server processes (granian); one uses one core.
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 
 # Behind a TLS-terminating proxy in production: secure cookies, HTTPS redirects, HSTS, and the
 # proxy's X-Forwarded-Proto trusted. /health stays reachable over plain HTTP for probes.

@@ -1,4 +1,4 @@
-"""WSGI entry point for gunicorn. Refuses to start an API that nobody needs a token for."""
+"""WSGI entry point (scheduler_project/web_server.py serves it). Refuses to start an API that nobody needs a token for."""
 
 import os
 

@@ -56,7 +56,7 @@ def main() -> int:
     call_command("collectstatic", interactive=False, verbosity=0)
 
     manager = Manager()
-    # The Procfile's commands (gunicorn, celery) come from this virtualenv.
+    # The Procfile's commands (granian, celery) come from this virtualenv.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
     if not redis_answers(settings.REDIS_URL):

@@ -65,14 +65,13 @@ def test_beat_killed_with_sigkill_loses_nothing(api, service, celery_beat, hook_
 
 def test_web_server_killed_mid_request_leaves_no_half_message(worker_env, service, hook_path):
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "scheduler_project.wsgi", "--bind", f"127.0.0.1:{port}",
-               "--workers", "1", "--log-level", "warning"]
-    env = {**worker_env, "API_PORT": str(port)}
+    command = [sys.executable, "-m", "scheduler_project.web_server"]
+    env = {**worker_env, "API_HOST": "127.0.0.1", "API_PORT": str(port), "WEB_CONCURRENCY": "1"}
 
     def start_web() -> subprocess.Popen:
         web = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                                stdout=open(Path(RUN_DIR) / "web.log", "ab"), stderr=subprocess.STDOUT)
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), timeout=30, what="gunicorn")
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), timeout=30, what="the web server")
         return web
 
     body = (f'{{"id": "half-sent", "scheduleTo": "{iso(datetime.now(UTC))}", "payload": {{"id": "half-sent"}}, '
