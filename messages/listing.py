@@ -6,6 +6,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db.models import Q
 
@@ -15,8 +16,9 @@ from messages.row_counts import count_rows
 LISTABLE_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING, MessageStatus.FAILED)
 # Past this many (by PostgreSQL's planner) `count` is its estimate; SQLite always counts exactly.
 EXACT_COUNT_UP_TO = 100_000
-# All that a listed message shows, and the order field: a payload may be a megabyte.
-LISTED_FIELDS = ("message_id", "status", "due_at", "finished_at")
+# All that a listed message shows, and the order fields: a payload may be a megabyte, and a
+# page of plain rows costs a fraction of a page of model instances (1,000 per page by default).
+LISTED_FIELDS = ("pk", "message_id", "status", "due_at", "finished_at")
 
 
 class InvalidCursor(ValueError):
@@ -25,7 +27,7 @@ class InvalidCursor(ValueError):
 
 @dataclass(frozen=True)
 class MessagePage:
-    messages: list[Message]
+    messages: list[Any]  # rows with the attributes named in LISTED_FIELDS
     count: int
     count_is_estimate: bool
     next_cursor: str | None
@@ -39,7 +41,7 @@ def list_messages(*, status: str | None, limit: int, cursor: str | None) -> Mess
     if cursor:
         moment, pk = decode_cursor(cursor)
         queryset = queryset.filter(Q(**{f"{order_field}__gt": moment}) | Q(**{order_field: moment, "pk__gt": pk}))
-    page = list(queryset.only(*LISTED_FIELDS).order_by(order_field, "pk")[: limit + 1])
+    page = list(queryset.order_by(order_field, "pk").values_list(*LISTED_FIELDS, named=True)[: limit + 1])
     next_cursor = None
     if len(page) > limit:
         page = page[:limit]

@@ -83,6 +83,19 @@ def test_postgresql_answers_the_planners_estimate_past_the_threshold(monkeypatch
 
 
 @on_postgresql
+def test_the_api_says_when_its_count_is_an_estimate(api, monkeypatch, fresh_statistics):
+    store_pending_and_delivered(pending=30, delivered=10)
+    analyze_messages()
+
+    exact = api.get("/messages").json()
+    monkeypatch.setattr(listing, "EXACT_COUNT_UP_TO", 5)
+    estimated = api.get("/messages").json()
+
+    assert (exact["count"], "countIsEstimate" in exact) == (30, False)
+    assert (estimated["count"], estimated["countIsEstimate"]) == (30, True)
+
+
+@on_postgresql
 def test_postgresql_counts_exactly_when_the_estimate_is_at_the_threshold(fresh_statistics):
     store_pending_and_delivered(pending=30, delivered=10)
     analyze_messages()
@@ -107,7 +120,9 @@ def test_listed_page_leaves_the_payload_unread():
 
     page = listing.list_messages(status=None, limit=10, cursor=None)
 
-    assert {"payload", "headers"} <= page.messages[0].get_deferred_fields()
+    assert page.messages[0].message_id == "large"
+    assert not hasattr(page.messages[0], "payload")
+    assert not hasattr(page.messages[0], "headers")
 
 
 @on_postgresql

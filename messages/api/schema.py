@@ -100,6 +100,10 @@ class ListedMessageSerializer(serializers.Serializer):
 class MessageListSerializer(serializers.Serializer):
     scheduledJobs = ListedMessageSerializer(many=True)  # noqa: N815
     count = serializers.IntegerField(help_text="All messages that match, not only this page's.")
+    countIsEstimate = serializers.BooleanField(  # noqa: N815
+        required=False,
+        help_text="Present (true) only when `count` is PostgreSQL's planner estimate: past 100,000 messages.",
+    )
     next = serializers.CharField(
         required=False, help_text="Cursor for the next page (pass as `cursor`); absent on the last page."
     )

@@ -176,7 +176,7 @@ def utc_iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
-def listed_message(message: Message) -> dict[str, Any]:
+def listed_message(message: Any) -> dict[str, Any]:
     """One item of GET /messages, as the old service listed its jobs."""
     due_at = message.due_at.astimezone(UTC) if message.due_at else None
     return {

@@ -57,6 +57,9 @@ class MessageCollectionView(ApiView):
         except listing.InvalidCursor:
             raise ValidationError({"cursor": ["Is not a cursor this API gave out."]}) from None
         body = {"scheduledJobs": [listed_message(message) for message in page.messages], "count": page.count}
+        if page.count_is_estimate:
+            # Only ever on PostgreSQL past listing.EXACT_COUNT_UP_TO: the planner's estimate.
+            body["countIsEstimate"] = True
         if page.next_cursor:
             body["next"] = page.next_cursor
         return Response(body)
