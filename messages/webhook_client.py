@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import logging
 import socket
 import threading
 import time
@@ -30,6 +31,8 @@ from yarl import URL
 
 from messages.target_policy import BlockedTarget, address_block_reason, host_block_reason
 from messages.version import USER_AGENT
+
+logger = logging.getLogger(__name__)
 
 RESPONSE_EXCERPT_BYTES = 1024
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -124,6 +127,10 @@ async def _send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookRes
             )
     except (aiohttp.ClientError, TimeoutError, BlockedTarget, ValueError) as error:
         return WebhookResult(started_at=started_at, duration_ms=elapsed_ms(), error=error_name(error))
+    except Exception as error:
+        # Not the receiver's doing, but one call's surprise must not sink its group's record.
+        logger.exception("message %s: unexpected error calling its webhook", call.message_id)
+        return WebhookResult(started_at=started_at, duration_ms=elapsed_ms(), error=type(error).__name__)
 
 
 async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
