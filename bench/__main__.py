@@ -22,8 +22,6 @@ import time
 import traceback
 from pathlib import Path
 
-import psutil
-
 from bench import scenarios
 from bench.receiver import ReceiverClient
 from bench.report import markdown_table

@@ -146,7 +146,13 @@ class PostgresDatabase:
         with psycopg.connect(self.url) as connection, connection.cursor() as cursor:
             # One transaction (psycopg commits when the block ends); executemany pipelines.
             cursor.executemany(f"INSERT INTO scheduler_message ({MESSAGE_COLUMNS}) VALUES ({placeholders})", values)
-            return cursor.rowcount
+            inserted = cursor.rowcount
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            # What autovacuum does within its next round (a minute at most) after such a load:
+            # without it the planner knows nothing of these rows, and neither would a service
+            # that has accumulated them over days.
+            connection.execute("VACUUM ANALYZE scheduler_message")
+        return inserted
 
 
 Database = SQLiteDatabase | PostgresDatabase
