@@ -46,6 +46,10 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    # The admin's pages name their static files through the manifest, as `make run` leaves it.
+    call_command("collectstatic", interactive=False, verbosity=0)
     from django.contrib.auth.models import User
     from django.test import Client
 
