@@ -154,7 +154,7 @@ _ERROR_NAMES: tuple[tuple[type[BaseException], str], ...] = (
     (aiohttp.ClientConnectionError, "ConnectionError"),
     (aiohttp.ClientPayloadError, "ConnectionError"),
     (aiohttp.InvalidURL, "InvalidURL"),
-    (ValueError, "InvalidURL"),
+    (ValueError, "InvalidRequest"),  # a URL or header the client refuses to send
 )
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from messages import webhook_client
+from messages.retry_policy import is_retryable
 from messages.webhook_client import RESPONSE_EXCERPT_BYTES, WebhookCall, send_webhook, send_webhooks
 from tests.support.receiver import Reply
 
@@ -59,3 +60,12 @@ def test_calls_wait_for_their_moment_and_run_side_by_side(receiver, hook_path):
     assert all(arrived.arrived_at >= not_before.timestamp() for arrived in receiver.calls_to(hook_path))
     # 20 calls of 0.3 s each, one after the other, would take 6 s
     assert elapsed < 3
+
+
+def test_a_request_the_client_refuses_to_send_fails_for_good(receiver, hook_path):
+    result = send_webhook(url=receiver.url(hook_path), body=b"{}", message_id="m", timeout_seconds=2,
+                          extra_headers={"X-Split": "a\r\nInjected: yes"})
+
+    assert result.error == "InvalidRequest"
+    assert not is_retryable(result)
+    assert receiver.calls_to(hook_path) == []
