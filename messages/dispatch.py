@@ -50,9 +50,7 @@ def dispatch_due_messages(*, now: datetime | None = None) -> int:
 
 
 def forget_enqueued_tasks() -> int:
-    return Message.objects.filter(status__in=WAITING_STATUSES, enqueued_at__isnull=False).update(
-        enqueued_at=None
-    )
+    return Message.objects.queued().update(enqueued_at=None)
 
 
 def enqueue_horizon(*, now: datetime) -> int:
@@ -61,7 +59,7 @@ def enqueue_horizon(*, now: datetime) -> int:
     recovery_cutoff = now - timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
     lost = _waiting_rows(Q(due_at__lte=recovery_cutoff, enqueued_at__lte=recovery_cutoff),
                          limit=settings.SCHEDULER_DISPATCH_BATCH)
-    room = settings.SCHEDULER_MAX_QUEUED - Message.objects.filter(status__in=WAITING_STATUSES, enqueued_at__isnull=False).count()
+    room = settings.SCHEDULER_MAX_QUEUED - Message.objects.queued().count()
     new = _waiting_rows(Q(enqueued_at__isnull=True, due_at__lte=horizon_end(now)),
                         limit=min(settings.SCHEDULER_DISPATCH_BATCH, room))
     rows = lost + new

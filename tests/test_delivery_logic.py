@@ -205,3 +205,18 @@ def test_a_task_started_the_claim_lead_early_claims_its_group_but_sends_nothing_
     for n, due in enumerate(dues):
         assert 0 <= arrivals[n] - due.timestamp() < 0.1
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.DELIVERED}
+
+
+def test_only_a_waiting_message_counts_as_queued():
+    # The dispatcher counts queued messages by enqueued_at alone (its partial index): a claim
+    # and every outcome must clear it, or the broker's room would shrink for good.
+    now = timezone.now()
+    message = make_message(due_at=now, enqueued_at=now)
+    assert list(Message.objects.queued()) == [message]
+
+    claimed = delivery.claim_due_messages([message.pk], now=now)[0]
+    assert not Message.objects.queued().exists()
+
+    delivery.record_attempt(claimed, failed_result(status_code=400))
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.FAILED
+    assert not Message.objects.queued().exists()
