@@ -113,6 +113,18 @@ def test_a_second_dispatcher_skips_while_the_first_holds_the_lock(redis_server):
     assert dispatch.dispatch_due_messages(now=now) == 1
 
 
+def test_a_lock_left_by_a_dispatcher_killed_mid_run_expires_within_seconds(redis_server):
+    # A worker killed inside a dispatch never releases the lock: its expiry is how long every
+    # recovery then waits. The fault tests allow 12 s from due to delivery.
+    killed_mid_run = broker.dispatch_lock(ttl_seconds=dispatch.dispatch_lock_ttl_seconds())
+    assert killed_mid_run.__enter__()  # and never exited
+    try:
+        assert dispatch.dispatch_due_messages(now=timezone.now()) == 0
+        assert 0 < redis_server.client().pttl(broker.DISPATCH_LOCK_KEY) <= 5000
+    finally:
+        redis_server.client().delete(broker.DISPATCH_LOCK_KEY)
+
+
 def test_failed_and_delivered_messages_are_never_dispatched(redis_server):
     now = timezone.now()
     make_message(message_id="f", due_at=None, status=MessageStatus.FAILED)
