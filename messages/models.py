@@ -121,7 +121,7 @@ class Message(models.Model):
             models.Index(fields=["status", "due_at"], name="by_status_due_at"),
             # GET /messages?status=failed and the pruning of delivered history. Partial, like
             # the next one: a new message is in neither, so a create writes two B-trees fewer
-            # (about a tenth of its CPU, measured in docs/benchmarks.md).
+            # (no CPU gain showed in-process, docs/benchmarks.md; the indexes stay smaller).
             models.Index(
                 fields=["status", "finished_at"], name="by_status_finished_at", condition=Q(finished_at__isnull=False)
             ),

@@ -13,9 +13,7 @@ from messages.webhook_client import WebhookResult
 
 RETRYABLE_STATUS_CODES = frozenset({408, 429})
 # Errors that the same call will meet again: the target or the request itself is wrong.
-FINAL_ERRORS = frozenset(
-    {"BlockedTarget", "InvalidURL", "InvalidRequest", "InvalidSchema", "MissingSchema", "InvalidHeader"}
-)
+FINAL_ERRORS = frozenset({"BlockedTarget", "InvalidURL", "InvalidRequest"})
 RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
 JITTER = 0.2
 

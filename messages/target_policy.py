@@ -8,7 +8,6 @@ WEBHOOK_BLOCK_PRIVATE_NETWORKS is on, because many users call n8n on their own n
 
 from __future__ import annotations
 
-import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from django.conf import settings
@@ -67,14 +66,10 @@ def _host_matches(host: str, pattern: str) -> bool:
     return host == pattern
 
 
-def resolve_allowed_address(host: str, port: int) -> str:
-    """Resolves `host` and returns an address to connect to; BlockedTarget if any is refused."""
-    reason = host_block_reason(host)
-    if reason:
-        raise BlockedTarget(reason)
-    addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+def resolved_addresses_block_reason(host: str, addresses: list[str]) -> str | None:
+    """The check at connect time, on the addresses `host` resolves to then: one refused refuses all."""
     for address in addresses:
         reason = address_block_reason(ip_address(address.split("%")[0]))
         if reason:
-            raise BlockedTarget(f"{host} resolves to {reason}")
-    return addresses[0]
+            return f"{host} resolves to {reason}"
+    return None
