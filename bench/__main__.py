@@ -5,6 +5,7 @@
     python -m bench pending --pending 1000000        # restart, list and memory at 1M
     python -m bench --postgres postgres://postgres@127.0.0.1:5432/postgres
     python -m bench create burst --profile /tmp/profiles   # with py-spy
+    python -m bench large-payloads                   # issue 10: worker memory, 200 x 1 MiB due at once
 
 stdout: one JSON line per scenario, then a markdown table; progress goes to stderr.
 """
@@ -28,15 +29,19 @@ from bench.report import markdown_table
 from bench.scenarios import Bench, log
 from bench.service import ROOT, PostgresDatabase, Service, SQLiteDatabase, free_port, wait_until
 
-STAGES = ("create", "burst", "slow", "steady", "pending")
+# The live stages share one long-lived service; pending and large-payloads start their own.
+LIVE_STAGES = ("create", "burst", "slow", "steady")
+DEFAULT_STAGES = (*LIVE_STAGES, "pending")
+# Not in the default run: it drives the worker to several GB at once (docs/benchmarks.md).
+STAGES = (*DEFAULT_STAGES, "large-payloads")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stages", nargs="*", metavar="STAGE", default=list(STAGES),
-                        help=f"any of {', '.join(STAGES)} (default: all); pending gives the restart, "
-                        "list and memory lines")
+    parser.add_argument("stages", nargs="*", metavar="STAGE", default=list(DEFAULT_STAGES),
+                        help=f"any of {', '.join(STAGES)} (default: {', '.join(DEFAULT_STAGES)}); pending gives "
+                        "the restart, list and memory lines")
     parser.add_argument("--postgres", metavar="URL", help="run on PostgreSQL: a database bench_scheduler is "
                         "created on this server and dropped afterwards")
     parser.add_argument("--clients", type=int, default=16, help="concurrent API clients (default 16)")
@@ -57,12 +62,24 @@ def parse_args() -> argparse.Namespace:
                         help="seconds after ready before memory is measured (beat's first tick)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="longest wait for deliveries after the last one is due")
+    parser.add_argument("--large-n", type=int, default=200, help="messages per large-payloads case")
+    parser.add_argument("--large-kinds", default=",".join(scenarios.LARGE_PAYLOAD_KINDS), metavar="KIND,...",
+                        help="large-payloads cases, each on a service of its own: small ({\"bench\": id}), "
+                        "string ({\"blob\": \"xxx...\"}), list ([{},{},...]) (default: all three)")
+    parser.add_argument("--large-bytes", type=int,
+                        default=scenarios.PAYLOAD_MAX_BYTES - scenarios.LARGE_PAYLOAD_MARGIN,
+                        help="encoded size of the string and list payloads (default: 64 below PAYLOAD_MAX_BYTES's "
+                        "default of 1 MiB)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the web (create) and worker (bursts)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, database)")
     args = parser.parse_args()
     unknown = set(args.stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}: choose from {', '.join(STAGES)}")
+    kinds = set(args.large_kinds.split(",")) - set(scenarios.LARGE_PAYLOAD_KINDS)
+    if kinds:
+        parser.error(f"unknown --large-kinds {', '.join(sorted(kinds))}: choose from "
+                     f"{', '.join(scenarios.LARGE_PAYLOAD_KINDS)}")
     if args.rate:
         args.steady = f"{args.rate}x{args.duration}" + (":db" if args.feed == "db" else "")
     return args
@@ -103,6 +120,27 @@ def live_scenarios(args: argparse.Namespace, bench: Bench):
             yield f"steady_{shape}", lambda r=rate, d=duration, f=feed: scenarios.steady(bench, rate=r, duration=d, feed=f)
 
 
+def large_payloads_case(args: argparse.Namespace, make_database, run_dir: Path, client: ReceiverClient,
+                        kind: str) -> dict:
+    """Issue 10: one case on a service of its own, so that no case's heap becomes the next one's
+    baseline. Both worker processes deliver a few small messages before the case, so that the
+    baseline is a worker that has delivered (aiohttp's session, the first claims), not a cold one."""
+    database = make_database()
+    database.create()
+    service = Service(database=database, run_dir=run_dir)
+    try:
+        service.migrate()
+        service.start()
+        log(f"large_payloads_{kind}: service ready in {service.wait_ready():.1f} s; warming the workers")
+        bench = Bench(service=service, receiver=client, clients=args.clients, drain_timeout=args.drain_timeout)
+        scenarios.steady(bench, rate=20, duration=3)  # 60 messages in ~60 groups, over both processes
+        quiesce(service)
+        return scenarios.large_payloads(bench, kind=kind, n=args.large_n, size=args.large_bytes)
+    finally:
+        service.stop()
+        database.drop()
+
+
 def _commit() -> str:
     """The code measured: `git describe`, marked -dirty when tracked files were changed."""
     try:
@@ -139,7 +177,7 @@ def main() -> int:
     client = ReceiverClient(receiver_port)
     try:
         wait_until(client.answers, timeout=20, what="the receiver")
-        if any(stage in args.stages for stage in STAGES[:-1]):
+        if any(stage in args.stages for stage in LIVE_STAGES):
             database = make_database()
             database.create()
             service = Service(database=database, run_dir=run_dir)
@@ -169,6 +207,14 @@ def main() -> int:
             except Exception as error:  # noqa: BLE001
                 traceback.print_exc()
                 emit({"scenario": "restart", "error": f"{type(error).__name__}: {error}"})
+        if "large-payloads" in args.stages:
+            for kind in args.large_kinds.split(","):
+                log(f"running large_payloads_{kind} ({args.large_n} messages due at one instant)")
+                try:
+                    emit(large_payloads_case(args, make_database, run_dir, client, kind))
+                except Exception as error:  # noqa: BLE001
+                    traceback.print_exc()
+                    emit({"scenario": f"large_payloads_{kind}", "error": f"{type(error).__name__}: {error}"})
     finally:
         receiver.terminate()
         receiver.wait(timeout=10)

@@ -3,11 +3,13 @@
 asyncio with a hand-written HTTP/1.1 loop (keep-alive, Content-Length bodies only), so that
 the receiver costs little CPU beside the service on a 2-core machine and holds 500+ slow
 calls open at once. Every POST outside /_bench/ is recorded as (time.time(), message id),
-the id taken from the Idempotency-Key header, else from the JSON body's "id".
+the id taken from the Idempotency-Key header, else from the JSON body's "id". A body larger
+than KEEP_BODY_BYTES that comes with an Idempotency-Key is read and dropped chunk by chunk, so
+that 200 calls of 1 MiB each (issue 10's large payloads) never sit in the receiver at once.
 
 Control endpoints for the harness:
   POST /_bench/reset   {"delay": 0.2}  forget the calls, set the per-call delay (seconds)
-  GET  /_bench/stats   {"count", "inflight", "peak_inflight"}
+  GET  /_bench/stats   {"count", "inflight", "peak_inflight", "body_bytes"}
   GET  /_bench/calls   {"calls": [[arrived_at, message_id], ...]}
   POST /_bench/null    answers at once, records nothing: the load generator's calibration
 
@@ -24,6 +26,9 @@ from typing import Any
 
 import requests
 
+KEEP_BODY_BYTES = 64 * 1024
+DISCARD_CHUNK_BYTES = 256 * 1024
+
 
 class Recorder:
     def __init__(self) -> None:
@@ -31,9 +36,11 @@ class Recorder:
         self.delay = 0.0
         self.inflight = 0
         self.peak_inflight = 0
+        self.body_bytes = 0  # of the recorded calls: a check that large bodies arrived whole
 
     def reset(self, delay: float) -> None:
         self.calls, self.delay, self.inflight, self.peak_inflight = [], delay, 0, 0
+        self.body_bytes = 0
 
 
 def _message_id(headers: dict[str, str], body: bytes) -> str:
@@ -65,9 +72,14 @@ async def _handle(recorder: Recorder, reader: asyncio.StreamReader, writer: asyn
                 name, sep, value = line.partition(":")
                 if sep:
                     headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+            length = int(headers.get("content-length", 0) or 0)
+            if length > KEEP_BODY_BYTES and "idempotency-key" in headers:
+                await _discard(reader, length)
+                body = b""
+            else:
+                body = await reader.readexactly(length)
             close = headers.get("connection", "").lower() == "close"
-            writer.write(await _answer(recorder, method, path, headers, body, arrived_at, close))
+            writer.write(await _answer(recorder, method, path, headers, body, arrived_at, close, length))
             await writer.drain()
             if close:
                 return
@@ -77,21 +89,29 @@ async def _handle(recorder: Recorder, reader: asyncio.StreamReader, writer: asyn
         writer.close()
 
 
+async def _discard(reader: asyncio.StreamReader, length: int) -> None:
+    """Reads `length` bytes of body and keeps none of them."""
+    while length:
+        length -= len(await reader.readexactly(min(length, DISCARD_CHUNK_BYTES)))
+
+
 async def _answer(recorder: Recorder, method: str, path: str, headers: dict[str, str], body: bytes,
-                  arrived_at: float, close: bool) -> bytes:
+                  arrived_at: float, close: bool, length: int) -> bytes:
     if path == "/_bench/null":
         return _response("200 OK", close=close)
     if path == "/_bench/reset":
         recorder.reset(float(json.loads(body or b"{}").get("delay", 0.0)))
         return _response("200 OK", close=close)
     if path == "/_bench/stats":
-        stats = {"count": len(recorder.calls), "inflight": recorder.inflight, "peak_inflight": recorder.peak_inflight}
+        stats = {"count": len(recorder.calls), "inflight": recorder.inflight, "peak_inflight": recorder.peak_inflight,
+                 "body_bytes": recorder.body_bytes}
         return _response("200 OK", json.dumps(stats).encode(), close)
     if path == "/_bench/calls":
         return _response("200 OK", json.dumps({"calls": recorder.calls}).encode(), close)
     if method != "POST":
         return _response("405 Method Not Allowed", close=close)
     recorder.calls.append((arrived_at, _message_id(headers, body)))
+    recorder.body_bytes += length
     if recorder.delay:
         recorder.inflight += 1
         recorder.peak_inflight = max(recorder.peak_inflight, recorder.inflight)

@@ -80,9 +80,19 @@ def _memory(r: dict) -> Row:
             abs(r["web_rss_mb_delta_pct"]) <= 10 and abs(r["worker_rss_mb_delta_pct"]) <= 10)
 
 
+def _large_payloads(r: dict) -> Row:
+    pss = (f", PSS {r['worker_pss_mb_baseline']} → {r['worker_pss_mb_peak']} MB"
+           if "worker_pss_mb_peak" in r else "")
+    ok = not r["undelivered"] and not r["duplicates"] and r["bodies_whole"]
+    return (f"{_delivered(r)}; last {r['last_arrival_after_instant_s']} s after the instant; worker RSS "
+            f"{r['worker_rss_mb_baseline']} → {r['worker_rss_mb_peak']} MB peak (+{r['worker_rss_mb_peak_delta']}), "
+            f"{r['worker_rss_mb_after']} MB after{pss}",
+            "all once; worker memory stated (issue 10)", None if ok else False)
+
+
 DESCRIBE: dict[str, Callable[[dict], Row]] = {
     "create": _create, "burst": _burst, "slow": _slow, "steady": _steady,
-    "restart": _restart, "list": _list, "memory": _memory,
+    "restart": _restart, "list": _list, "memory": _memory, "large_payloads": _large_payloads,
 }
 
 

@@ -1,4 +1,5 @@
-"""The scenarios of issue 6. Each returns one dict: the JSON line printed for it.
+"""The scenarios of issue 6 (and issue 10's large payloads). Each returns one dict: the JSON
+line printed for it.
 
 Times at the receiver and the moments messages are due are both `time.time()` on this
 machine, so lateness is arrival minus the scheduleTo the message was given.
@@ -7,13 +8,14 @@ machine, so lateness is arrival minus the scheduleTo the message was given.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -393,3 +395,180 @@ def pending(make_database, run_dir: Path, *, n: int, settle: float) -> list[dict
          "web_processes": full["web_processes"]},
     ]
 
+
+
+# --- large payloads (issue 10) ----------------------------------------------------------------
+
+# POST /messages refuses a payload larger than PAYLOAD_MAX_BYTES (default 1 MiB) encoded as
+# compact JSON; the large cases stay this far below it.
+PAYLOAD_MAX_BYTES = 1024 * 1024
+LARGE_PAYLOAD_MARGIN = 64
+LARGE_PAYLOAD_KINDS = ("small", "string", "list")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def compact_json(value: object) -> bytes:
+    """As the service encodes a payload for the call (webhook_client.encode_payload)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def large_payload(kind: str, size: int) -> bytes | None:
+    """Every message's payload in a case, `size` bytes encoded, or None: each its own `small` one.
+
+    string: `{"blob": "xxx…"}`, one str once decoded. list: `[{},{},…]`, the worst case issue 10
+    names: each `{}` becomes a dict of its own, ~25 MB of Python objects per MiB.
+    """
+    if kind == "small":
+        return None
+    if kind == "string":
+        return compact_json({"blob": "x" * (size - len(compact_json({"blob": ""})))})
+    if kind == "list":
+        return b"[" + b",".join([b"{}"] * ((size - 1) // 3)) + b"]"
+    raise ValueError(f"unknown payload kind {kind!r}: choose from {', '.join(LARGE_PAYLOAD_KINDS)}")
+
+
+class CreateRequests(Sequence):
+    """POST /messages for each id, due at `schedule_to`, with `payload` (None: `{"bench": id}`).
+
+    Each body is built when it is sent, so that 200 bodies of 1 MiB are never held at once."""
+
+    def __init__(self, ids: list[str], schedule_to: float | datetime, url: str, payload: bytes | None) -> None:
+        self.ids, self.schedule_to, self.url, self.payload = ids, iso(schedule_to), url, payload
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def payload_for(self, message_id: str) -> bytes:
+        return self.payload if self.payload is not None else compact_json({"bench": message_id})
+
+    def __getitem__(self, index: int) -> Request:  # type: ignore[override] - ints only, as run_requests asks
+        message_id = self.ids[index]
+        envelope = compact_json({"id": message_id, "scheduleTo": self.schedule_to, "webhookUrl": self.url})
+        return ("POST", "/messages", envelope[:-1] + b',"payload":' + self.payload_for(message_id) + b"}")
+
+
+def _proc_memory(pid: int) -> tuple[int, int | None]:
+    """(RSS, PSS) of one process in bytes, from /proc/<pid>/smaps_rollup; PSS None and RSS from
+    /proc/<pid>/statm where smaps_rollup cannot be read; (0, None) for a process gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        try:
+            return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES, None
+        except OSError:
+            return 0, None
+    fields = {}
+    for line in text.splitlines()[1:]:
+        key, _, value = line.partition(":")
+        fields[key] = int(value.split()[0]) * 1024  # kB
+    return fields["Rss"], fields.get("Pss")
+
+
+class ProcMemorySampler:
+    """RSS and PSS summed over the worker processes, read from /proc every `interval` seconds in
+    a thread: (time.time(), rss, pss) per sample, pss None when smaps_rollup was unreadable."""
+
+    def __init__(self, service: Service, name: str = "worker", interval: float = 0.05) -> None:
+        self.pids = [process.pid for process in service.process_trees(name)]
+        self.interval = interval
+        self.samples: list[tuple[float, int, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            at = time.time()
+            readings = [_proc_memory(pid) for pid in self.pids]
+            pss = [reading[1] for reading in readings]
+            self.samples.append((at, sum(reading[0] for reading in readings),
+                                 None if None in pss else sum(pss)))  # type: ignore[arg-type]
+            if self._stop.wait(max(self.interval - (time.time() - at), 0)):
+                return
+
+    def __enter__(self) -> ProcMemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _memory_summary(samples: list[tuple[float, int, int | None]], *, burst_from: float, after_from: float,
+                    instant: float) -> dict[str, object]:
+    """Baseline (median before the burst), peak during it, and what was left after it, in MB."""
+    before = [s for s in samples if s[0] < burst_from]
+    during = [s for s in samples if s[0] >= burst_from] or samples
+    after = [s for s in samples if s[0] >= after_from] or samples[-1:]
+    line: dict[str, object] = {}
+    for column, key in ((1, "rss"), (2, "pss")):
+        if any(s[column] is None for s in samples):
+            continue
+        baseline = statistics.median(s[column] for s in before) if before else None
+        peak = max(during, key=lambda s: s[column])
+        line[f"worker_{key}_mb_baseline"] = None if baseline is None else round(baseline / MB, 1)
+        line[f"worker_{key}_mb_peak"] = round(peak[column] / MB, 1)
+        line[f"worker_{key}_mb_peak_delta"] = None if baseline is None else round((peak[column] - baseline) / MB, 1)
+        line[f"worker_{key}_mb_after"] = round(statistics.median(s[column] for s in after) / MB, 1)
+        line[f"worker_{key}_peak_at_s_after_instant"] = round(peak[0] - instant, 2)
+    gaps = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False)]
+    line["memory_samples"] = len(samples)
+    line["memory_sample_interval_ms"] = ms(statistics.mean(gaps)) if gaps else None
+    line["memory_samples_before_burst"] = len(before)
+    return line
+
+
+def large_payloads(bench: Bench, *, kind: str, n: int = 200, size: int = PAYLOAD_MAX_BYTES - LARGE_PAYLOAD_MARGIN,
+                   claim_lead: float = 0.1) -> dict[str, object]:
+    """`n` messages with `kind` payloads POSTed, all due at one instant: the worker processes'
+    RSS and PSS from /proc every 50 ms, from the last create until the deliveries are over.
+
+    The instant is set after a probe (`clients` creates of the same payload, due in 2099, which
+    the worker never loads) timed the creates, so that all are stored before it. Delivery tasks
+    start `claim_lead` (DELIVERY_CLAIM_LEAD_MS) before it: the baseline is read until then.
+    """
+    name = f"large_payloads_{kind}"
+    payload = large_payload(kind, size)
+    url = bench.receiver.hook_url(name)
+    tag = f"{name}-{uuid.uuid4().hex[:8]}"
+    probe = CreateRequests([f"{tag}-probe-{i}" for i in range(bench.clients)], FAR_FUTURE, url, payload)
+    probed = run_requests(port=bench.service.port, requests=probe, clients=bench.clients,
+                          headers=bench.headers).summary()
+    rate = float(probed["req_per_s"] or 1.0)
+    # 1.6: at 1 MiB, n creates in a row ran at as little as 0.7 of the probe's rate.
+    lead = min(5.0 + 1.6 * n / rate, 240.0)
+    bench.receiver.reset()
+    instant = round(time.time() + lead, 3)
+    requests = CreateRequests([f"{tag}-{i}" for i in range(n)], instant, url, payload)
+    due = dict.fromkeys(requests.ids, instant)
+    log(f"{name}: creates at {rate} req/s in the probe; the instant is {lead:.1f} s ahead")
+    with CpuMeter(bench.service) as feed_cpu:
+        created = run_requests(port=bench.service.port, requests=requests, clients=bench.clients,
+                               headers=bench.headers).summary()
+    feed_done = time.time()
+    if feed_done > instant:
+        log(f"{name}: the last create finished {feed_done - instant:.1f} s after the instant")
+    with ProcMemorySampler(bench.service) as memory, CpuMeter(bench.service) as cpu:
+        _wait_for_arrivals(bench, n, until=instant + bench.drain_timeout)
+    stopped = time.time()
+    result = _arrivals(bench, due)
+    first = result.pop("_first")
+    last = max(first.values(), default=None)
+    expected_bytes = sum(len(requests.payload_for(message_id)) for message_id in requests.ids)
+    received_bytes = bench.receiver.stats()["body_bytes"]
+    return {
+        "scenario": name, "payload": kind, "payload_bytes": len(payload) if payload else None, **result,
+        "last_arrival_after_instant_s": None if last is None else round(last - instant, 3),
+        # Every body arrived whole, once: the receiver counted exactly the bytes sent.
+        "received_body_mb": round(received_bytes / MB, 1), "bodies_whole": received_bytes == expected_bytes,
+        "worker_processes": len(memory.pids),
+        # The 2 s _wait_for_arrivals waits after the last arrival is what "after" reads.
+        **_memory_summary(memory.samples, burst_from=instant - claim_lead, after_from=stopped - 1.0,
+                          instant=instant),
+        "worker_cpu_ms_per_msg": cpu.per_item_ms("worker", n),
+        "web_cpu_ms_per_create": feed_cpu.per_item_ms("web", n),
+        "probe_create_req_per_s": rate, "create_req_per_s": created["req_per_s"],
+        "create_statuses": created["statuses"], "create_errors": created["errors"],
+        "lead_s": round(lead, 2), "created_before_instant": feed_done <= instant,
+        "waited_until_s_after_instant": bench.drain_timeout,
+    }

@@ -24,6 +24,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from messages.api_keys import issue_secret, revoke_api_key
+from messages.delivery import release_stuck_claims, stuck_claims
 from messages.models import ApiKey, DeliveryAttempt, Message, MessageStatus
 from messages.row_counts import planner_row_estimate
 from messages.scheduling import (
@@ -120,6 +121,21 @@ class DueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StuckFilter(admin.SimpleListFilter):
+    """Messages left in `sending` whose stale claim recovery could not clear."""
+
+    title = "claim"
+    parameter_name = "claim"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("stuck", "Stuck in sending")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
+        if self.value() != "stuck":
+            return queryset
+        return queryset.filter(pk__in=[message.pk for message in stuck_claims()])
+
+
 def due_bucket_bounds(now: datetime) -> dict[str, tuple[datetime | None, datetime | None]]:
     """Disjoint [start, end) ranges; "today" ends at midnight in TIME_ZONE."""
     in_an_hour = now + timedelta(hours=1)
@@ -161,7 +177,7 @@ class BoundedCountPaginator(Paginator):
 class MessageChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: list[str] | None = None) -> QuerySet[Message]:
         # A payload may be a megabyte: a page of 100 rows must not read them, it never shows them.
-        return super().get_queryset(request, exclude_parameters).defer("payload", "headers")
+        return super().get_queryset(request, exclude_parameters).defer("payload_json", "headers")
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -188,7 +204,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("message_id", "status", "due", "attempt_count", "last_result", "target_host")
-    list_filter = ("status", DueFilter)
+    list_filter = ("status", DueFilter, StuckFilter)
     # Both fields are declared for the search box; get_search_results picks one per term.
     search_fields = ("message_id__exact", "webhook_url__startswith")
     search_help_text = "An exact message id, or the start of a webhook URL (https://host/...)."
@@ -198,7 +214,7 @@ class MessageAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = BoundedCountPaginator
     inlines = (DeliveryAttemptInline,)
-    actions = ("deliver_now", "cancel", "retry")
+    actions = ("deliver_now", "cancel", "retry", "release_stuck")
     fieldsets = (
         (None, {"fields": ("message_id", "status", "webhook_url", "schedule_to", "due_at", "created_at")}),
         ("Delivery", {"fields": (
@@ -276,6 +292,15 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.action(description="Retry failed message", permissions=[RUN_ACTIONS_PERMISSION])
     def retry(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         self._run_per_message(request, queryset, retry_message, done="Scheduled again")
+
+    @admin.action(description="Release stuck message (mark failed)", permissions=[RUN_ACTIONS_PERMISSION])
+    def release_stuck(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        selected = list(queryset.order_by().values_list("pk", flat=True)[:MAX_MESSAGES_PER_ACTION])
+        released = release_stuck_claims(selected, now=timezone.now())
+        if released:
+            self.message_user(request, f"Released as failed (retry them when ready): {released}.", SUCCESS)
+        if released < len(selected):
+            self.message_user(request, f"Skipped {len(selected) - released}: not stuck in sending.", WARNING)
 
     def _run_per_message(
         self, request: HttpRequest, queryset: QuerySet[Message], operation: Callable[..., object], *, done: str

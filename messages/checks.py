@@ -37,4 +37,32 @@ def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                 id="scheduler.E003",
             )
         )
+    errors.extend(_claim_lease_errors())
+    errors.extend(_memory_bound_errors())
     return errors
+
+
+def _claim_lease_errors() -> list[Error]:
+    """Why these bounds: a live worker's claim must never look stale. Between two renewals a
+    claim ages one renew interval, plus one bounded statement if the renewal waits for the
+    database; and a call starts only while the last renewal is under half the grace old."""
+    renew = settings.DELIVERY_CLAIM_RENEW_SECONDS
+    statement = settings.DELIVERY_DATABASE_TIMEOUT_SECONDS
+    if renew <= 0 or 2 * renew + statement >= settings.DELIVERY_CLAIM_GRACE_SECONDS / 2:
+        return [Error(
+            "2 × DELIVERY_CLAIM_RENEW_SECONDS + DELIVERY_DATABASE_TIMEOUT_SECONDS must stay below half of "
+            "DELIVERY_CLAIM_GRACE_SECONDS (and the renew interval above 0).",
+            hint="Otherwise a worker that is alive could stop calling, or have its claims recovered and sent twice.",
+            id="scheduler.E004",
+        )]
+    return []
+
+
+def _memory_bound_errors() -> list[Error]:
+    if not settings.PAYLOAD_MAX_BYTES <= settings.DELIVERY_TASK_MAX_BYTES <= settings.DELIVERY_MAX_HELD_BYTES:
+        return [Error(
+            "PAYLOAD_MAX_BYTES <= DELIVERY_TASK_MAX_BYTES <= DELIVERY_MAX_HELD_BYTES must hold.",
+            hint="A task must fit one payload, and a worker one task.",
+            id="scheduler.E005",
+        )]
+    return []

@@ -1,72 +1,139 @@
-"""Claims due messages, calls their webhooks and records each attempt's outcome.
+"""Claims due messages, records each attempt's outcome, gives back and recovers claims.
 
-Every task may run twice, late or after its message was deleted: the guarded UPDATE in
-`claim_due_messages` lets exactly one worker own a due message, and `record_attempt` only
-finishes a message under the claim it was sent with.
+A claim (status `sending`, a claim token, `claimed_at` on the database's clock) makes one
+worker the owner of a message's next call. The worker renews `claimed_at` for as long as it
+holds the claim (messages.delivery_engine), so only a claim its worker stopped renewing grows
+stale; `recover_stale_claims` then counts the call as lost. `record_attempts` only finishes a
+message under the claim it was sent with, and never raises: what a receiver answered cannot
+stop its own record, let alone another message's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from messages import metrics
+from messages.clock import database_now
 from messages.models import DeliveryAttempt, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
 from messages.retry_policy import Outcome, RetryDecision, decide_after_attempt
-from messages.signing import signature_headers
-from messages.webhook_client import WebhookCall, WebhookResult, encode_payload, send_webhooks
+from messages.webhook_client import WebhookCall, WebhookResult, duration_ms
 
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = "WorkerLost"
+# Set by an operator on a message whose stale claim recovery could not record.
+RELEASED_STUCK = "ReleasedStuck"
+# Errors of a database that is away (or locked past the bound): worth waiting for.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: UUID
+    messages: list[Message]
+    # This process's clock just before the claim was written: the lease began no earlier.
+    started_monotonic: float
 
 
 def deliver_messages(message_pks: Sequence[int]) -> None:
-    """Sends every message of the group that is still unclaimed, each at its own moment, concurrently."""
-    now = timezone.now()
-    within = timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS + settings.DELIVERY_GROUP_WINDOW_MS)
-    claimed = claim_due_messages(message_pks, now=now, within=within)
-    # Only the HTTP calls run concurrently; the database is written from this thread, once.
-    results = send_webhooks([webhook_call(message) for message in claimed])
-    record_attempts(list(zip(claimed, results, strict=True)))
+    """Claims, sends and records in this thread, waiting for every call: for tests and
+    direct callers. Workers hand their tasks to the process's delivery engine instead."""
+    from messages.delivery_engine import engine
+
+    engine().deliver_in_this_thread(message_pks)
 
 
-def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> list[Message]:
+def claim_window() -> timedelta:
+    """How far ahead a task claims: its start lead and its group's window."""
+    return timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS + settings.DELIVERY_GROUP_WINDOW_MS)
+
+
+def claim_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> Claim:
     """Claims the messages due by `now + within` (a group's window); none is sent before its time."""
     token = uuid4()
+    started = time.monotonic()
     claimed_count = (
         Message.objects.filter(pk__in=message_pks)
         .waiting_until(now + within)
-        .update(status=MessageStatus.SENDING, claimed_at=now, claim_token=token, enqueued_at=None)
+        .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None)
     )
-    if not claimed_count:
-        return []
-    return list(Message.objects.filter(pk__in=message_pks, claim_token=token))
+    messages = list(Message.objects.filter(pk__in=message_pks, claim_token=token)) if claimed_count else []
+    return Claim(token=token, messages=messages, started_monotonic=started)
+
+
+def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> list[Message]:
+    return claim_messages(message_pks, now=now, within=within).messages
+
+
+RENEW_BATCH = 500  # tokens per statement: far below SQLite's limit on bound variables
+
+
+def renew_claims(tokens: Sequence[UUID]) -> int:
+    """Moves the claims' `claimed_at` to the database's now: their worker is alive and on them.
+    The status index narrows the statement to the messages in flight."""
+    renewed = 0
+    with bounded_transaction():
+        for start in range(0, len(tokens), RENEW_BATCH):
+            renewed += Message.objects.filter(
+                status=MessageStatus.SENDING, claim_token__in=tokens[start:start + RENEW_BATCH]
+            ).update(claimed_at=Now())
+    return renewed
+
+
+def release_claims(messages: Sequence[Message]) -> int:
+    """Gives back claims whose call was never made (a stopping worker, a lease it could not
+    renew): the message waits again as it did, due at the same moment, and no attempt counts.
+    Beat enqueues it again on its next tick."""
+    released = 0
+    with bounded_transaction():
+        for message in messages:
+            status = MessageStatus.RETRYING if message.attempt_count > message.attempt_count_at_resend else MessageStatus.SCHEDULED
+            released += Message.objects.filter(
+                pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
+            ).update(status=status, claim_token=None, claimed_at=None, enqueued_at=None)
+    return released
+
+
+@contextmanager
+def bounded_transaction() -> Iterator[None]:
+    """A transaction no statement of which waits longer than DELIVERY_DATABASE_TIMEOUT_SECONDS:
+    a worker recording or renewing must give up (and try again) well within a claim's grace,
+    rather than sit in SQLite's busy wait or behind a PostgreSQL lock while its claims age."""
+    milliseconds = int(settings.DELIVERY_DATABASE_TIMEOUT_SECONDS * 1000)
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL statement_timeout = {milliseconds}")
+                cursor.execute(f"SET LOCAL lock_timeout = {milliseconds}")
+        yield
 
 
 def webhook_call(message: Message) -> WebhookCall:
-    """The call for a message, signed; not before its moment (a group starts at its first)."""
-    body = encode_payload(message.payload)
-    headers = {
-        **message.headers,
-        **signature_headers(message_id=message.message_id, body=body, now=timezone.now()),
-    }
+    """The call for a message; signed when it is sent, not before its moment."""
     return WebhookCall(
         url=message.webhook_url,
-        body=body,
+        body=message.payload_json.encode(),
         message_id=message.message_id,
+        delivery_id=message.delivery_id,
         timeout_seconds=message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
-        extra_headers=headers,
+        extra_headers=message.headers,
         not_before=message.due_at,
     )
 
@@ -88,40 +155,91 @@ def record_attempts(
 ) -> list[RetryDecision]:
     """Stores each attempt and moves each message on: delivered, retrying or failed.
 
-    A group's calls are recorded in one transaction: one commit, however many messages.
+    The calls are recorded in one transaction (one commit, however many messages); if that
+    fails for any reason but the database being away, message by message, and a row that
+    still fails gets a minimal record. Never raises: the calls were made, and an exception
+    here would leave them claimed, to be recovered and sent a second time.
     """
     now = now or timezone.now()
     outcomes = [_decide(message, result, now=now) for message, result in calls]
-    if outcomes:
-        recorded = _store_attempts_patiently(outcomes, now=now)
-        for outcome in outcomes:
-            if outcome.message.pk in recorded:
-                _log_attempt(outcome)
-            else:
-                logger.warning("message %s: claim lost before its attempt was recorded", outcome.message.message_id)
-        metrics.record_attempts(
-            metrics.AttemptSample(
-                outcome=outcome.decision.outcome.value,
-                result_class=_result_class(outcome.result),
-                duration_seconds=outcome.result.duration_ms / 1000,
-                lateness_seconds=_first_attempt_lateness(outcome),
-            )
-            for outcome in outcomes
-            if outcome.message.pk in recorded
+    recorded = _store_isolated(outcomes, now=now) if outcomes else set()
+    for outcome in outcomes:
+        if outcome.message.pk in recorded:
+            _log_attempt(outcome)
+        else:
+            logger.warning("message %s: its attempt was not recorded (claim lost or database away)",
+                           outcome.message.message_id)
+    metrics.record_attempts(
+        metrics.AttemptSample(
+            outcome=outcome.decision.outcome.value,
+            result_class=_result_class(outcome.result),
+            duration_seconds=outcome.result.duration_ms / 1000,
+            lateness_seconds=_first_attempt_lateness(outcome),
         )
+        for outcome in outcomes
+        if outcome.message.pk in recorded
+    )
     return [outcome.decision for outcome in outcomes]
 
 
 def _decide(message: Message, result: WebhookResult, *, now: datetime) -> AttemptOutcome:
     number = message.attempt_count + 1
-    decision = decide_after_attempt(
+    try:
+        decision = _decide_after(message, result, number=number, now=now)
+    except Exception:
+        # The policy reads what the receiver sent (Retry-After); whatever slips past its
+        # parsing costs this message its server-given delay, never its record.
+        logger.exception("message %s: retry policy failed on its result; deciding without Retry-After",
+                         message.message_id)
+        decision = _decide_after(message, dataclasses.replace(result, retry_after=None), number=number, now=now)
+    return AttemptOutcome(message=message, result=result, decision=decision, number=number)
+
+
+def _decide_after(message: Message, result: WebhookResult, *, number: int, now: datetime) -> RetryDecision:
+    return decide_after_attempt(
         result=result,
         attempt_number=number - message.attempt_count_at_resend,
         max_attempts=message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
         retry_schedule=settings.WEBHOOK_RETRY_SCHEDULE,
         now=now,
     )
-    return AttemptOutcome(message=message, result=result, decision=decision, number=number)
+
+
+def _store_isolated(outcomes: Sequence[AttemptOutcome], *, now: datetime, deadline: float | None = None) -> set[int]:
+    """Returns the pks recorded. A batch is an optimisation, never a shared fate; one
+    deadline for the database's return serves the batch and its fallbacks together."""
+    if deadline is None:
+        deadline = time.monotonic() + settings.DELIVERY_RECORD_RETRY_SECONDS
+    try:
+        return _store_attempts_patiently(outcomes, now=now, deadline=deadline)
+    except DATABASE_AWAY as error:
+        logger.error("%d attempts not recorded, database away past DELIVERY_RECORD_RETRY_SECONDS: %s",
+                     len(outcomes), error)
+        return set()
+    except Exception:
+        if len(outcomes) == 1:
+            return _store_minimal(outcomes[0], now=now, deadline=deadline)
+        logger.exception("recording %d attempts together failed; recording them one by one", len(outcomes))
+    recorded: set[int] = set()
+    for outcome in outcomes:
+        recorded |= _store_isolated([outcome], now=now, deadline=deadline)
+    return recorded
+
+
+def _store_minimal(outcome: AttemptOutcome, *, now: datetime, deadline: float) -> set[int]:
+    """The row failed with everything the receiver sent: keep only what we wrote ourselves."""
+    logger.exception("message %s: recording its attempt failed; recording it without the response",
+                     outcome.message.message_id)
+    minimal = dataclasses.replace(
+        outcome, result=dataclasses.replace(outcome.result, response_excerpt="", retry_after=None,
+                                            error=outcome.result.error.encode("ascii", "replace").decode()[:200]),
+    )
+    try:
+        return _store_attempts_patiently([minimal], now=now, deadline=deadline)
+    except Exception:
+        # Left claimed: recovery counts it as lost, and /health lists it if that fails too.
+        logger.exception("message %s: even a minimal record failed", outcome.message.message_id)
+        return set()
 
 
 def _first_attempt_lateness(outcome: AttemptOutcome) -> float | None:
@@ -130,15 +248,14 @@ def _first_attempt_lateness(outcome: AttemptOutcome) -> float | None:
     return (outcome.result.started_at - outcome.message.schedule_to).total_seconds()
 
 
-def _store_attempts_patiently(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set[int]:
-    """Retries through a database outage: giving up here would leave sent messages claimed,
-    and their recovery would send them a second time. Returns the pks recorded."""
-    deadline = time.monotonic() + settings.DELIVERY_RECORD_RETRY_SECONDS
+def _store_attempts_patiently(outcomes: Sequence[AttemptOutcome], *, now: datetime, deadline: float) -> set[int]:
+    """Retries through a database outage until `deadline` (monotonic): giving up leaves sent
+    messages claimed, and their recovery would send them a second time. Returns the pks recorded."""
     delay = 0.1
     while True:
         try:
             return _store_attempts(outcomes, now=now)
-        except (OperationalError, InterfaceError) as error:
+        except DATABASE_AWAY as error:
             if time.monotonic() > deadline:
                 raise
             logger.warning("%d attempts not yet recorded, database unavailable: %s", len(outcomes), error)
@@ -153,7 +270,7 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
     Messages that end alike (delivered with the same status, say) are moved on by one UPDATE.
     """
     recorded: set[int] = set()
-    with transaction.atomic():
+    with bounded_transaction():
         for alike in _alike_outcomes(outcomes):
             first = alike[0]
             claims = {outcome.message.pk: outcome.message.claim_token for outcome in alike}
@@ -233,30 +350,53 @@ def _log_attempt(outcome: AttemptOutcome) -> None:
 
 
 def recover_stale_claims(*, now: datetime) -> int:
-    """A claim older than its call can take means its worker died: count it as a lost attempt.
+    """A claim not renewed within its lifetime means its worker is gone: the call counts as lost.
 
-    Messages in flight are few, so each one's own timeout is applied here, not in SQL."""
-    stale = [
-        message
-        for message in Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=now - _claim_lifetime(None))
-        if message.claimed_at < now - _claim_lifetime(message)
-    ]
+    Both sides of the test are the database's clock (claimed_at is written by it), so two
+    hosts' clocks never meet here. Messages in flight are few, so each one's own timeout is
+    applied in Python, not in SQL."""
+    database_time = database_now()
+    stale = [message for message in _sending_claimed_before(database_time - _claim_lifetime(None))
+             if message.claimed_at < database_time - _claim_lifetime(message)]
     for message in stale:
         lost = WebhookResult(
             started_at=message.claimed_at,
-            duration_ms=round((now - message.claimed_at).total_seconds() * 1000),
+            duration_ms=duration_ms((database_time - message.claimed_at).total_seconds()),
             error=WORKER_LOST,
         )
-        try:
-            record_attempt(message, lost, now=now)
-        except DatabaseError:
-            # One bad row must not stop the tick that feeds every other message.
-            logger.exception("message %s: recovering its stale claim failed", message.message_id)
+        record_attempts([(message, lost)], now=now)
     return len(stale)
 
 
+def stuck_claims() -> list[Message]:
+    """Stale claims that recovery should have cleared a recovery period ago and did not:
+    for /health and the admin, where an operator can release them."""
+    database_time = database_now()
+    margin = timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
+    return [message for message in _sending_claimed_before(database_time - _claim_lifetime(None) - margin)
+            if message.claimed_at < database_time - _claim_lifetime(message) - margin]
+
+
+def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
+    """An operator's last resort: the message is marked failed (its fate unknown, no attempt
+    recorded), so that it can be looked at and retried by hand."""
+    stuck = {message.pk: message.claimed_at for message in stuck_claims() if message.pk in set(message_pks)}
+    released = 0
+    for pk, claimed_at in stuck.items():
+        released += Message.objects.filter(pk=pk, status=MessageStatus.SENDING, claimed_at=claimed_at).update(
+            status=MessageStatus.FAILED, claim_token=None, claimed_at=None, due_at=None, enqueued_at=None,
+            finished_at=now, last_status_code=None, last_error=RELEASED_STUCK,
+        )
+    return released
+
+
+def _sending_claimed_before(moment: datetime) -> list[Message]:
+    return list(Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=moment).defer("payload_json"))
+
+
 def _claim_lifetime(message: Message | None) -> timedelta:
-    """How long a claim may live: its call's timeout, the record retries, a grace period.
+    """How long a claim lives after its last renewal: its call's timeout (a call started just
+    before a renewal was missed), the record retries, and a grace period.
 
     Without a message: the shortest any claim can have (the smallest timeout is one second).
     """

@@ -37,16 +37,18 @@ def dispatch_due_messages(*, now: datetime | None = None) -> int:
     if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
         # Etas run on this worker's clock: a worker that is ahead delivers early.
         logger.warning("this worker's clock is %.3f s off the database's: fix NTP on this host", skew)
-    broker.record_heartbeat(clock_skew_seconds=skew)
     with broker.dispatch_lock(ttl_seconds=dispatch_lock_ttl_seconds()) as acquired:
         if not acquired:
-            return 0
+            return 0  # the holder's run writes the heartbeat
         if broker.broker_lost_its_data():
             forgotten = forget_enqueued_tasks()
             if forgotten:
                 logger.warning("broker lost its data: %d queued messages will be enqueued again", forgotten)
         recover_stale_claims(now=now or timezone.now())
-        return enqueue_horizon(now=now or timezone.now())
+        enqueued = enqueue_horizon(now=now or timezone.now())
+    # Only after a run that went through: /health's "running" means messages are moving.
+    broker.record_heartbeat(clock_skew_seconds=skew)
+    return enqueued
 
 
 def dispatch_lock_ttl_seconds() -> float:
@@ -78,7 +80,8 @@ def enqueue_horizon(*, now: datetime) -> int:
     enqueued: list[int] = []
     try:
         for eta, group in _groups_due_together(rows, now=now):
-            enqueue_group([row[0] for row in group], eta=eta, message_ids=[row[1] for row in group])
+            enqueue_group([row[0] for row in group], eta=eta, message_ids=[row[1] for row in group],
+                          payload_bytes=sum(row[3] for row in group))
             enqueued.extend(row[0] for row in group)
     except BrokerError as error:
         logger.warning("dispatch stopped after %d messages, broker unavailable: %s", len(enqueued), error)
@@ -88,7 +91,7 @@ def enqueue_horizon(*, now: datetime) -> int:
     return len(enqueued)
 
 
-Row = tuple[int, str, datetime]
+Row = tuple[int, str, datetime, int]  # pk, message id, due at, payload bytes
 
 
 def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
@@ -98,24 +101,39 @@ def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
         Message.objects.filter(status__in=WAITING_STATUSES)
         .filter(condition)
         .order_by("due_at")
-        .values_list("pk", "message_id", "due_at")[:limit]
+        .values_list("pk", "message_id", "due_at", "payload_bytes")[:limit]
     )
 
 
 def _groups_due_together(rows: Sequence[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:
     """Messages already due travel in chunks without eta; the others in groups due within one
     DELIVERY_GROUP_WINDOW_MS, with the eta of the group's first. A task per message would cost
-    more than the message itself; inside the task each one still waits for its own moment."""
-    chunk = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
+    more than the message itself; inside the task each one still waits for its own moment.
+    No task carries more than DELIVERY_GROUP_CONCURRENCY messages or DELIVERY_TASK_MAX_BYTES
+    of payloads: what one task claims is what one worker must hold at once."""
     window = timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS)
-    overdue = [row for row in rows if row[2] <= now]
-    for start in range(0, len(overdue), chunk):
-        yield None, overdue[start : start + chunk]
+    yield from ((None, chunk) for chunk in _chunks([row for row in rows if row[2] <= now]))
     group: list[Row] = []
     for row in (row for row in rows if row[2] > now):
-        if group and (len(group) == chunk or row[2] - group[0][2] > window):
+        if group and (_is_full(group, row) or row[2] - group[0][2] > window):
             yield group[0][2], group
             group = []
         group.append(row)
     if group:
         yield group[0][2], group
+
+
+def _chunks(rows: Sequence[Row]) -> Iterable[list[Row]]:
+    chunk: list[Row] = []
+    for row in rows:
+        if chunk and _is_full(chunk, row):
+            yield chunk
+            chunk = []
+        chunk.append(row)
+    if chunk:
+        yield chunk
+
+
+def _is_full(group: Sequence[Row], adding: Row) -> bool:
+    return (len(group) >= max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
+            or sum(row[3] for row in group) + adding[3] > settings.DELIVERY_TASK_MAX_BYTES)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from messages import broker
+from messages.delivery import stuck_claims
 from messages.models import Message
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class HealthReport:
     scheduler: str = "stopped"
     scheduled_jobs: int | None = None
     worker_clock_skew_ms: float | None = None
+    stuck_messages: int | None = None
     failing: list[str] = field(default_factory=list)
 
     @property
@@ -32,7 +34,7 @@ class HealthReport:
         if not self.is_healthy:
             status = "unhealthy"
         else:
-            status = "healthy" if self.scheduler == "running" else "degraded"
+            status = "healthy" if self.scheduler == "running" and not self.stuck_messages else "degraded"
         return {
             "status": status,
             "redis": self.redis,
@@ -40,6 +42,7 @@ class HealthReport:
             "scheduler": self.scheduler,
             "scheduled_jobs": self.scheduled_jobs,
             "worker_clock_skew_ms": self.worker_clock_skew_ms,
+            "stuck_messages": self.stuck_messages,
             "failing": self.failing,
         }
 
@@ -57,6 +60,10 @@ def check_health() -> HealthReport:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         report.scheduled_jobs = Message.objects.pending().count()
+        # Few rows (messages in flight), read through the status index.
+        report.stuck_messages = len(stuck_claims())
+        if report.stuck_messages:
+            report.failing.append("stuck_messages")
     except DatabaseError as error:
         logger.warning("health: database unavailable: %s", error)
         report.database = "disconnected"

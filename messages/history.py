@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from messages.models import Message, MessageStatus
+from django.db import transaction
+
+from messages.models import DeliveryAttempt, Message, MessageStatus
 
 logger = logging.getLogger(__name__)
 
@@ -13,12 +15,18 @@ PRUNE_BATCH = 1000
 
 
 def prune_delivery_history(*, now: datetime, keep_days: float) -> int:
-    """Deletes in batches, so a large backlog never holds a long lock or fills memory."""
+    """Deletes in batches, so a large backlog never holds a long lock or fills memory.
+
+    By primary key, attempts first: QuerySet.delete() on messages would load every row of the
+    batch, payloads included, to find what cascades; attempts have nothing below them, so
+    Django deletes them with one statement, and the messages then have nothing left to cascade."""
     cutoff = now - timedelta(days=keep_days)
     expired = Message.objects.filter(status=MessageStatus.DELIVERED, finished_at__lt=cutoff)
     pruned = 0
     while batch := list(expired.values_list("pk", flat=True)[:PRUNE_BATCH]):
-        Message.objects.filter(pk__in=batch).delete()
+        with transaction.atomic():
+            DeliveryAttempt.objects.filter(message_id__in=batch).delete()
+            Message.objects.filter(pk__in=batch).only("pk").delete()
         pruned += len(batch)
     if pruned:
         logger.info("pruned %d delivered messages older than %s", pruned, cutoff.isoformat())

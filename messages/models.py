@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.db import connections, models, router
 from django.db.models import Q
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
+
+from messages.identifiers import new_delivery_id
 
 
 class MessageStatus(models.TextChoices):
@@ -18,6 +22,9 @@ class MessageStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     DELIVERED = "delivered", "Delivered"
 
+
+# The longest timeoutSeconds a message may ask for.
+TIMEOUT_SECONDS_MAX = 120
 
 # Waiting for their time: a worker may claim them once `due_at` has come.
 WAITING_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING)
@@ -70,8 +77,16 @@ class MessageQuerySet(models.QuerySet["Message"]):
         message._state.db = alias
 
 
+def encode_payload(payload: Any) -> str:
+    """The JSON text stored and sent: compact, in the client's key order, encoded once."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
 class Message(models.Model):
     message_id = models.CharField(max_length=200)
+    # What receivers see as webhook-id and Idempotency-Key: this scheduled message's own, on
+    # every attempt and resend of it, never another's (the client's id is free once delivered).
+    delivery_id = models.CharField(max_length=40, unique=True, default=new_delivery_id, editable=False)
     status = models.CharField(
         max_length=10, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED
     )
@@ -80,7 +95,10 @@ class Message(models.Model):
         null=True, blank=True, help_text="When the next attempt is due; empty once finished."
     )
     webhook_url = models.CharField(max_length=2048)
-    payload = models.JSONField()
+    # The JSON text as received (encode_payload), sent as it is: never parsed again on the
+    # delivery path, and kept in the client's key order (jsonb would reorder the keys).
+    payload_json = models.TextField()
+    payload_bytes = models.PositiveIntegerField(default=0, help_text="Size of the payload as sent, in bytes.")
     headers = models.JSONField(default=dict, blank=True)
     max_attempts = models.PositiveSmallIntegerField(null=True, blank=True)
     timeout_seconds = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -93,8 +111,9 @@ class Message(models.Model):
     enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When its current task was handed to the broker."
     )
+    # The database's clock, never a worker's: the stale test compares it with the database's now.
     claimed_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a worker claimed it for the call in flight."
+        null=True, blank=True, help_text="When its worker last renewed its claim (claimed, or still holding it)."
     )
     # Names the claim that may finish the call in flight; a stale worker's result is ignored.
     claim_token = models.UUIDField(null=True, blank=True)
@@ -135,6 +154,15 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return self.message_id
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.payload_json)
+
+    @payload.setter
+    def payload(self, value: Any) -> None:
+        self.payload_json = encode_payload(value)
+        self.payload_bytes = len(self.payload_json.encode())
 
 
 def _inserted_fields() -> list[models.Field]:

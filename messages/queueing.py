@@ -30,14 +30,18 @@ def is_imminent(due_at: datetime, *, now: datetime) -> bool:
     return due_at <= now + timedelta(seconds=2 * settings.SCHEDULER_POLL_SECONDS)
 
 
-def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str]) -> None:
+def enqueue_group(
+    message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str], payload_bytes: int
+) -> None:
     """Sends one task for messages due together, to start DELIVERY_CLAIM_LEAD_MS before the
-    first one's eta; raises when the broker is down."""
+    first one's eta; raises when the broker is down. `payload_bytes` lets the worker reserve
+    room for the payloads before it claims them."""
     task_id = uuid4().hex
     if eta is not None:
         eta -= timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS)
     celery_app.send_task(
-        DELIVER_TASK, args=[list(message_pks)], eta=eta, task_id=task_id, queue=DELIVERY_QUEUE
+        DELIVER_TASK, args=[list(message_pks)], kwargs={"payload_bytes": payload_bytes},
+        eta=eta, task_id=task_id, queue=DELIVERY_QUEUE,
     )
     if len(message_ids) == 1:
         # Revoking a shared task would stop its other messages: only lone tasks are revocable.
@@ -50,7 +54,8 @@ def enqueue_after_commit(message: Message) -> None:
 
     def enqueue() -> None:
         try:
-            enqueue_group([message.pk], eta=message.due_at, message_ids=[message.message_id])
+            enqueue_group([message.pk], eta=message.due_at, message_ids=[message.message_id],
+                          payload_bytes=message.payload_bytes)
         except BrokerError as error:
             # The row says "enqueued"; clear that so the next dispatch run sends it.
             Message.objects.filter(pk=message.pk, enqueued_at=message.enqueued_at).update(enqueued_at=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ RETRYABLE_STATUS_CODES = frozenset({408, 429})
 # Errors that the same call will meet again: the target or the request itself is wrong.
 FINAL_ERRORS = frozenset({"BlockedTarget", "InvalidURL", "InvalidRequest"})
 RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
+RETRY_AFTER_MAX_DIGITS = 10  # over 300 years; the delay is capped by the schedule anyway
 JITTER = 0.2
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
@@ -59,16 +63,20 @@ def decide_after_attempt(
 
 
 def _retry_after_seconds(result: WebhookResult, *, now: datetime) -> float | None:
-    """Retry-After on 429 or 503, as delta-seconds or an HTTP date; None when absent or bad."""
+    """Retry-After on 429 or 503, as delta-seconds or an HTTP date; None when absent or bad.
+
+    The receiver writes this value: anything but ASCII digits or a date that parses and fits
+    is ignored (and logged), never allowed to raise while a whole batch waits to be recorded."""
     if result.status_code not in RETRY_AFTER_STATUS_CODES or not result.retry_after:
         return None
     value = result.retry_after.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        # A bound before float(): a thousand digits would still parse, to inf.
+        return float(value) if len(value) <= RETRY_AFTER_MAX_DIGITS else None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = (moment - now).total_seconds()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        logger.info("Retry-After %r ignored: neither delta-seconds nor an HTTP date", value[:100])
         return None
-    if moment.tzinfo is None:
-        return None
-    return max((moment - now).total_seconds(), 0.0)
+    return max(seconds, 0.0)

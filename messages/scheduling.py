@@ -6,7 +6,6 @@ The API, the admin actions and the management commands all go through these func
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -37,7 +36,7 @@ def schedule_message(
     message_id: str,
     schedule_to: datetime,
     webhook_url: str,
-    payload: Any,
+    payload_json: str,
     headers: dict[str, str] | None = None,
     max_attempts: int | None = None,
     timeout_seconds: int | None = None,
@@ -52,7 +51,8 @@ def schedule_message(
                 schedule_to=schedule_to,
                 due_at=schedule_to,
                 webhook_url=webhook_url,
-                payload=payload,
+                payload_json=payload_json,
+                payload_bytes=len(payload_json.encode()),
                 headers=headers or {},
                 max_attempts=max_attempts,
                 timeout_seconds=timeout_seconds,

@@ -6,12 +6,16 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from messages import delivery, dispatch, history
+from messages import delivery_engine, dispatch, history
 
 
 @shared_task(name="messages.tasks.deliver_messages", acks_late=True, ignore_result=True)
-def deliver_messages(message_pks: list[int]) -> None:
-    delivery.deliver_messages(message_pks)
+def deliver_messages(message_pks: list[int], payload_bytes: int | None = None) -> None:
+    """Claims and hands over: the calls go on in this process's delivery engine."""
+    try:
+        delivery_engine.engine().accept(message_pks, payload_bytes=payload_bytes)
+    except delivery_engine.EngineStopping:
+        delivery_engine.give_back_unclaimed(message_pks)
 
 
 @shared_task(name="messages.tasks.dispatch_due_messages", ignore_result=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
+import contextlib
 import logging
 import socket
 import threading
@@ -28,6 +28,8 @@ from django.conf import settings
 from django.utils import timezone
 from yarl import URL
 
+from messages.resolver import BoundedResolver
+from messages.signing import signature_headers
 from messages.target_policy import BlockedTarget, host_block_reason, resolved_addresses_block_reason
 from messages.version import USER_AGENT
 
@@ -35,17 +37,22 @@ logger = logging.getLogger(__name__)
 
 RESPONSE_EXCERPT_BYTES = 1024
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+MESSAGE_ID_HEADER = "X-Message-Id"
+# DeliveryAttempt.duration_ms is a 32-bit integer on PostgreSQL.
+MAX_DURATION_MS = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class WebhookCall:
     url: str
     body: bytes
-    message_id: str
+    message_id: str  # the client's id, sent as X-Message-Id
     timeout_seconds: float
     extra_headers: dict[str, str] = field(default_factory=dict)
     # Never sent before this moment (a group's messages each keep their own).
     not_before: datetime | None = None
+    # This scheduled message's own id (webhook-id, Idempotency-Key); the client's id if unset.
+    delivery_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,6 @@ class WebhookResult:
         return f"HTTP {self.status_code}" if self.status_code is not None else self.error
 
 
-def encode_payload(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def send_webhook(
     *,
     url: str,
@@ -83,26 +86,36 @@ def send_webhook(
     return send_webhooks([call])[0]
 
 
-def send_webhooks(calls: Sequence[WebhookCall]) -> list[WebhookResult]:
-    """Makes the calls concurrently, each at its own moment; blocks until all have ended."""
-    if not calls:
-        return []
-    sender = _sender()
-    return sender.run(sender.send_all(calls))
+def duration_ms(seconds: float) -> int:
+    return min(max(round(seconds * 1000), 0), MAX_DURATION_MS)
 
 
-async def _send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookResult:
-    headers = {
+def request_headers(call: WebhookCall, *, now: datetime) -> dict[str, str]:
+    """Made when the request is sent: a signature's timestamp is the moment of sending, so a call
+    that waited for a slot still verifies against a receiver's tolerance."""
+    delivery_id = call.delivery_id or call.message_id
+    return {
         **call.extra_headers,
+        **signature_headers(message_id=delivery_id, body=call.body, now=now),
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        IDEMPOTENCY_HEADER: call.message_id,
+        IDEMPOTENCY_HEADER: delivery_id,
+        MESSAGE_ID_HEADER: call.message_id,
     }
+
+
+def excerpt_text(raw: bytes) -> str:
+    """What a receiver answered, as text any database stores: valid UTF-8, no NUL, bounded."""
+    return raw[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+async def send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookResult:
+    """One call; never raises: whatever happens becomes the result."""
     started_at = timezone.now()
     started = time.monotonic()
 
     def elapsed_ms() -> int:
-        return round((time.monotonic() - started) * 1000)
+        return duration_ms(time.monotonic() - started)
 
     try:
         # The allowed host list and literal addresses (aiohttp never asks the resolver about
@@ -113,7 +126,7 @@ async def _send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookRes
         async with session.post(
             call.url,
             data=call.body,
-            headers=headers,
+            headers=request_headers(call, now=timezone.now()),
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=call.timeout_seconds, sock_connect=call.timeout_seconds),
         ) as response:
@@ -122,7 +135,7 @@ async def _send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookRes
                 started_at=started_at,
                 duration_ms=elapsed_ms(),
                 status_code=response.status,
-                response_excerpt=excerpt.decode("utf-8", errors="replace"),
+                response_excerpt=excerpt_text(excerpt),
                 retry_after=response.headers.get("Retry-After"),
             )
     except (aiohttp.ClientError, TimeoutError, BlockedTarget, ValueError) as error:
@@ -168,10 +181,11 @@ def error_name(error: BaseException) -> str:
 class PolicyCheckedResolver(AbstractResolver):
     """Resolves a name and refuses it if any of its addresses is not allowed; aiohttp then
     connects to exactly the addresses checked here, so DNS cannot change between the two.
-    The name itself (the allowed host list) was checked by `_send` before the call."""
+    The name itself (the allowed host list) was checked by `send` before the call."""
 
     def __init__(self) -> None:
-        self._resolver = aiohttp.ThreadedResolver()
+        # c-ares on the loop: a name server that never answers holds no thread and no other lookup.
+        self._resolver = BoundedResolver()
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
@@ -184,44 +198,72 @@ class PolicyCheckedResolver(AbstractResolver):
         await self._resolver.close()
 
 
-class _Sender:
-    """An event loop in a daemon thread, with one HTTP session: connections to a receiver are
-    kept and reused across tasks and groups."""
+def new_session() -> aiohttp.ClientSession:
+    """Inside the loop. Connections are kept and reused across messages as plain transport:
+    no cookie jar (a Set-Cookie never reaches another message's call), no session-wide
+    headers or credentials, and trust_env off (no proxy or .netrc from the worker's environment)."""
+    connector = aiohttp.TCPConnector(limit=0, resolver=PolicyCheckedResolver(), ttl_dns_cache=10)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+class CallLoop:
+    """An event loop in a daemon thread, with one HTTP session and the process's call slots."""
 
     def __init__(self, max_concurrent_calls: int) -> None:
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, name="webhook-sender", daemon=True).start()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="webhook-calls", daemon=True).start()
         self.slots, self.session = self.run(self._start(max_concurrent_calls))
         atexit.register(self.close)
 
     @staticmethod
     async def _start(max_concurrent_calls: int) -> tuple[asyncio.Semaphore, aiohttp.ClientSession]:
-        connector = aiohttp.TCPConnector(limit=0, resolver=PolicyCheckedResolver(), ttl_dns_cache=10)
-        # trust_env stays off: no proxy or .netrc is picked up from the worker's environment.
-        return asyncio.Semaphore(max_concurrent_calls), aiohttp.ClientSession(connector=connector)
+        return asyncio.Semaphore(max_concurrent_calls), new_session()
 
-    async def send_all(self, calls: Sequence[WebhookCall]) -> list[WebhookResult]:
-        return list(await asyncio.gather(*(self._send_when_due(call) for call in calls)))
-
-    async def _send_when_due(self, call: WebhookCall) -> WebhookResult:
-        if call.not_before is not None:
-            wait = (call.not_before - timezone.now()).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(wait)
+    async def send_when_due(self, call: WebhookCall) -> WebhookResult:
+        await sleep_until(call.not_before)
         # The slot is taken outside the call's timeout: waiting for one is not the receiver's fault.
         async with self.slots:
-            return await _send(self.session, call)
+            return await send(self.session, call)
 
-    def run(self, coroutine: Any) -> Any:
-        future: Future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        return future.result()
+    def run(self, coroutine: Any, *, timeout: float | None = None) -> Any:
+        """From another thread: runs `coroutine` on the loop and waits for its result."""
+        future: Future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout)
+
+    def is_responsive(self, *, timeout: float) -> bool:
+        try:
+            self.run(asyncio.sleep(0), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         """At exit: closes the kept connections, so receivers see them end cleanly."""
-        self.run(self.session.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.run(self.session.close(), timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def sleep_until(moment: datetime | None) -> None:
+    if moment is not None:
+        wait = (moment - timezone.now()).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 @cache
-def _sender() -> _Sender:
-    return _Sender(settings.DELIVERY_MAX_CONCURRENT_CALLS)
+def call_loop() -> CallLoop:
+    return CallLoop(settings.DELIVERY_MAX_CONCURRENT_CALLS)
+
+
+def send_webhooks(calls: Sequence[WebhookCall]) -> list[WebhookResult]:
+    """Makes the calls concurrently, each at its own moment; blocks until all have ended."""
+    if not calls:
+        return []
+    loop = call_loop()
+
+    async def send_all() -> list[WebhookResult]:
+        return list(await asyncio.gather(*(loop.send_when_due(call) for call in calls)))
+
+    return loop.run(send_all())

@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 
@@ -19,3 +19,37 @@ def close_obsolete_database_connections(**kwargs: object) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+def refuse_settings_that_fail_system_checks(**kwargs: object) -> None:
+    """manage.py runs the system checks; a worker started on its own must too, or settings
+    that make delivery wrong would only show as wrong deliveries."""
+    from django.core import checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    errors = [error for error in checks.run_checks() if error.is_serious()]
+    if errors:
+        raise ImproperlyConfigured("\n".join(str(error) for error in errors))
+
+
+@worker_shutting_down.connect
+def stop_taking_deliveries(**kwargs: object) -> None:
+    """SIGTERM: claim nothing more, and give back what is claimed but not yet being called."""
+    from messages.delivery_engine import engine_if_started
+
+    engine = engine_if_started()
+    if engine is not None:
+        engine.begin_stop()
+
+
+@worker_shutdown.connect
+def finish_deliveries_in_flight(**kwargs: object) -> None:
+    """Calls already made are waited for and recorded, so none is recovered and sent again."""
+    import logging
+
+    from messages.delivery_engine import engine_if_started, longest_delivery_seconds
+
+    engine = engine_if_started()
+    if engine is not None and not engine.wait_until_idle(timeout=longest_delivery_seconds()):
+        logging.getLogger(__name__).error("stopped with %d deliveries unrecorded", engine.held_count())

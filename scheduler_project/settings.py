@@ -114,6 +114,9 @@ def _database_from_env() -> dict:
             }
         )
         Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        # A worker recording a call must not hang on a server that does not answer.
+        database.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     # A connection per request (or per task) costs more than the request itself.
     database.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     database.setdefault("CONN_HEALTH_CHECKS", True)
@@ -228,10 +231,22 @@ DELIVERY_RECORD_RETRY_SECONDS = env.float("DELIVERY_RECORD_RETRY_SECONDS", defau
 # died: the message is recovered, and the lost call counts as an attempt.
 DELIVERY_CLAIM_GRACE_SECONDS = env.float("DELIVERY_CLAIM_GRACE_SECONDS", default=60.0)
 
+# A worker renews the claims it holds this often; a claim not renewed for its call's timeout
+# + DELIVERY_RECORD_RETRY_SECONDS + DELIVERY_CLAIM_GRACE_SECONDS is recovered as lost.
+DELIVERY_CLAIM_RENEW_SECONDS = env.float("DELIVERY_CLAIM_RENEW_SECONDS", default=5.0)
+# Longest a worker's statement (a record, a renewal) may wait for a lock or a busy database.
+DELIVERY_DATABASE_TIMEOUT_SECONDS = env.float("DELIVERY_DATABASE_TIMEOUT_SECONDS", default=10.0)
+
 # Hosts webhooks may call ("example.com", ".example.com" for it and its subdomains); empty: any.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 # Refuse loopback, private, CGNAT and reserved addresses (checked again after DNS at send time).
 WEBHOOK_BLOCK_PRIVATE_NETWORKS = env.bool("WEBHOOK_BLOCK_PRIVATE_NETWORKS", default=False)
+# Longest one DNS lookup of a webhook's host may take, all retries included.
+WEBHOOK_DNS_TIMEOUT_SECONDS = env.float("WEBHOOK_DNS_TIMEOUT_SECONDS", default=5.0)
+# A failed lookup (no such name, timeout, no address) is remembered this long: one per host.
+WEBHOOK_DNS_NEGATIVE_TTL_SECONDS = env.float("WEBHOOK_DNS_NEGATIVE_TTL_SECONDS", default=5.0)
+# Name servers for webhook hosts ("ip", "ip:port", "[ipv6]:port"); empty: resolv.conf's.
+WEBHOOK_DNS_SERVERS = env.list("WEBHOOK_DNS_SERVERS", default=[])
 # Delay before each retry, after the previous attempt; each step gets up to ±20% jitter.
 WEBHOOK_RETRY_SCHEDULE = parse_duration_list(
     env.str("WEBHOOK_RETRY_SCHEDULE", default="5s,5m,30m,2h,5h,10h,10h"),
@@ -247,6 +262,10 @@ DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
 SCHEDULER_DISPATCH_BATCH = env.int("SCHEDULER_DISPATCH_BATCH", default=5000)
 # Most messages one task carries (messages due together are split into tasks this size).
 DELIVERY_GROUP_CONCURRENCY = env.int("DELIVERY_GROUP_CONCURRENCY", default=200)
+# Most payload bytes one task carries (messages due together are split into tasks this size).
+DELIVERY_TASK_MAX_BYTES = env.int("DELIVERY_TASK_MAX_BYTES", default=8 * 1024 * 1024)
+# Most payload bytes one worker process holds claimed at once; more tasks wait for room.
+DELIVERY_MAX_HELD_BYTES = env.int("DELIVERY_MAX_HELD_BYTES", default=64 * 1024 * 1024)
 # Webhook calls one worker process keeps in flight at once (on one asyncio loop); more wait.
 DELIVERY_MAX_CONCURRENT_CALLS = env.int("DELIVERY_MAX_CONCURRENT_CALLS", default=500)
 # Messages due within this many milliseconds of each other travel in one task (each still sent

@@ -55,6 +55,13 @@ def main() -> int:
     call_command("migrate", interactive=False, verbosity=1)
     call_command("collectstatic", interactive=False, verbosity=0)
 
+    import honcho.manager
+
+    from messages.delivery_engine import longest_delivery_seconds
+
+    # On Ctrl-C honcho sends SIGTERM, then SIGKILL after KILL_WAIT (5 s): a worker needs as long
+    # as its longest call and record to stop without a duplicate. It stops at once when idle.
+    honcho.manager.KILL_WAIT = longest_delivery_seconds() + 10
     manager = Manager()
     # The Procfile's commands (granian, celery) come from this virtualenv.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])

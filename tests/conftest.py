@@ -12,6 +12,8 @@ from rest_framework.test import APIClient
 
 from messages.models import WAITING_STATUSES, Message, MessageStatus
 from tests.support import processes
+from tests.support.dns_server import DnsServer
+from tests.support.hostile_receiver import HostileReceiver
 from tests.support.receiver import Receiver
 
 RUN_DIR = os.environ["SCHEDULER_TEST_RUN_DIR"]
@@ -30,11 +32,23 @@ def _redis_for_every_test(redis_server: processes.RedisServer) -> None:
     """Every test sees the same Redis the settings point at; none needs to ask for it."""
 
 
+# The workers' name server: one name that resolves, one whose server never answers.
+RESOLVING_NAME = "ok.hostile.test"
+SILENT_NAME = "silent.test"
+
+
 @pytest.fixture(scope="session")
-def worker_env(django_db_setup: None, django_db_blocker) -> dict[str, str]:
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer(answers={RESOLVING_NAME: "127.0.0.1"}, silent={SILENT_NAME})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup: None, django_db_blocker, dns_server: DnsServer) -> dict[str, str]:
     with django_db_blocker.unblock():
         database_name = str(connection.settings_dict["NAME"])
-    return processes.process_env(SCHEDULER_TEST_DATABASE_NAME=database_name)
+    return processes.process_env(SCHEDULER_TEST_DATABASE_NAME=database_name, WEBHOOK_DNS_SERVERS=dns_server.address)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +78,15 @@ def _let_the_worker_go_idle() -> None:
 
 
 @pytest.fixture(scope="session")
-def _session_beat(worker_env: dict[str, str]) -> Iterator[processes.CeleryProcess]:
+def _session_maintenance(worker_env: dict[str, str], redis_server: processes.RedisServer) -> Iterator[processes.CeleryProcess]:
+    maintenance = processes.maintenance_worker("maintenance-1", env=worker_env, run_dir=RUN_DIR)
+    maintenance.restart()
+    yield maintenance
+    maintenance.stop()
+
+
+@pytest.fixture(scope="session")
+def _session_beat(worker_env: dict[str, str], _session_maintenance: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
     beat = processes.beat("beat-1", env=worker_env, run_dir=RUN_DIR)
     beat.restart()
     yield beat
@@ -72,15 +94,27 @@ def _session_beat(worker_env: dict[str, str]) -> Iterator[processes.CeleryProces
 
 
 @pytest.fixture
-def celery_beat(_session_beat: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
-    """The session's beat; a test that kills it gets it restarted afterwards."""
+def celery_beat(_session_beat: processes.CeleryProcess,
+                _session_maintenance: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
+    """The session's beat and the consumer of its ticks; a test that kills either gets it
+    restarted afterwards."""
     yield _session_beat
     _session_beat.ensure_running()
+    _session_maintenance.ensure_running()
 
 
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[Receiver]:
     server = Receiver()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def hostile() -> Iterator[HostileReceiver]:
+    """A receiver that answers as hostile ones do, by the path's first segment (see its module)."""
+    server = HostileReceiver()
     server.start()
     yield server
     server.stop()

@@ -6,6 +6,7 @@ inside the test transaction: these tests check the database, not delivery.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -382,3 +383,38 @@ def test_create_admin_refuses_a_weak_password(admin_env, monkeypatch):
 
     with pytest.raises(CommandError, match="too weak"):
         call_command("create_admin")
+
+
+# --- Stuck claims ----------------------------------------------------------------------------
+
+
+def stuck_message(message_id: str) -> Message:
+    """In `sending`, its claim an hour old: recovery should have cleared it long ago."""
+    return make_message(message_id=message_id, status=MessageStatus.SENDING, claim_token=uuid.uuid4(),
+                        claimed_at=timezone.now() - timedelta(hours=1))
+
+
+def test_a_stuck_message_is_listed_by_its_filter_and_released_as_failed(ops_client):
+    stuck = stuck_message("stuck-one")
+    in_flight = make_message(message_id="in-flight", status=MessageStatus.SENDING, claim_token=uuid.uuid4(),
+                             claimed_at=timezone.now())
+
+    listed = ops_client.get(CHANGELIST, {"claim": "stuck"})
+    response = run_action(ops_client, "release_stuck", stuck, in_flight)
+
+    assert [message.pk for message in listed.context["cl"].result_list] == [stuck.pk]
+    stuck.refresh_from_db()
+    in_flight.refresh_from_db()
+    assert stuck.status == MessageStatus.FAILED
+    assert in_flight.status == MessageStatus.SENDING
+    assert flashed(response) == ["Released as failed (retry them when ready): 1.", "Skipped 1: not stuck in sending."]
+
+
+def test_health_reports_stuck_messages_as_degraded(client):
+    stuck_message("stuck-for-health")
+
+    body = client.get("/health").json()
+
+    assert body["stuck_messages"] == 1
+    assert body["status"] == "degraded"
+    assert "stuck_messages" in body["failing"]

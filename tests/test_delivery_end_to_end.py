@@ -48,7 +48,10 @@ def test_message_is_delivered_once_at_its_time_not_before(api, service, hook_pat
     assert 0 <= lateness < LATENESS_BOUND_SECONDS
     assert calls[0].json == {"hello": "world"}
     assert calls[0].headers["Content-Type"] == "application/json"
-    assert calls[0].headers["Idempotency-Key"] == "at-its-time"
+    delivery_id = Message.objects.get(message_id="at-its-time").delivery_id
+    assert delivery_id.startswith("msg_")
+    assert calls[0].headers["Idempotency-Key"] == calls[0].headers["webhook-id"] == delivery_id
+    assert calls[0].headers["X-Message-Id"] == "at-its-time"
     assert calls[0].headers["User-Agent"].startswith("webhook-scheduler/")
     wait_until(lambda: not Message.objects.pending().exists(), timeout=5, what="the message to leave the pending set")
     time.sleep(1)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from messages import delivery
+from messages.clock import database_now
 from messages.models import DeliveryAttempt, Message, MessageStatus
 from messages.webhook_client import WebhookResult
 from tests.factories import make_message
@@ -101,7 +102,9 @@ def test_a_result_from_a_claim_that_was_taken_away_is_ignored():
 def test_a_stale_claim_is_recovered_as_a_lost_attempt():
     now = timezone.now()
     message = make_message(due_at=now - timedelta(minutes=10))
-    delivery.claim_due_messages([message.pk], now=now - timedelta(minutes=5))
+    delivery.claim_due_messages([message.pk], now=now)
+    # Its worker's last renewal, five minutes ago on the database's clock
+    Message.objects.filter(pk=message.pk).update(claimed_at=now - timedelta(minutes=5))
 
     recovered = delivery.recover_stale_claims(now=now)
 
@@ -118,6 +121,27 @@ def test_a_fresh_claim_is_left_alone():
 
     assert delivery.recover_stale_claims(now=now + timedelta(seconds=1)) == 0
     assert Message.objects.get(pk=message.pk).status == MessageStatus.SENDING
+
+
+def test_a_renewed_claim_is_not_stale_however_long_ago_it_was_made():
+    now = timezone.now()
+    message = make_message(due_at=now)
+    claim = delivery.claim_messages([message.pk], now=now)
+    Message.objects.filter(pk=message.pk).update(claimed_at=now - timedelta(hours=1))
+
+    assert delivery.renew_claims([claim.token]) == 1
+
+    assert delivery.recover_stale_claims(now=now) == 0
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.SENDING
+
+
+def test_the_claim_time_is_the_databases_clock_not_the_callers():
+    # A worker whose clock is an hour behind still writes the database's time
+    message = make_message(due_at=timezone.now())
+    delivery.claim_due_messages([message.pk], now=timezone.now() - timedelta(hours=1) + timedelta(hours=1))
+
+    claimed_at = Message.objects.get(pk=message.pk).claimed_at
+    assert abs((claimed_at - database_now()).total_seconds()) < 5
 
 
 def test_a_group_is_sent_concurrently_and_each_message_recorded(receiver, hook_path):
@@ -143,7 +167,8 @@ def test_calls_are_signed_by_every_secret_and_verify_with_standardwebhooks(recei
     assert len(call.headers["webhook-signature"].split()) == 2
     for secret in ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldA=="):
         assert Webhook(secret).verify(call.body, call.headers) == {"é": [1, 2]}
-    assert call.headers["webhook-id"] == "signed"
+    assert call.headers["webhook-id"] == message.delivery_id == call.headers["Idempotency-Key"]
+    assert call.headers["X-Message-Id"] == "signed"
 
 
 def test_extra_headers_are_sent_but_never_replace_ours(receiver, hook_path):

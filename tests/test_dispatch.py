@@ -131,3 +131,31 @@ def test_failed_and_delivered_messages_are_never_dispatched(redis_server):
     make_message(message_id="d", due_at=None, status=MessageStatus.DELIVERED)
     assert dispatch.enqueue_horizon(now=now) == 0
     assert Message.objects.count() == 2
+
+
+def test_a_tick_that_fails_writes_no_heartbeat(redis_server, monkeypatch):
+    # /health's "running" must mean messages are moving, not merely that a worker woke up
+    redis_server.client().delete(broker.HEARTBEAT_KEY)
+
+    def broken(*, now):
+        raise RuntimeError("the dispatch failed")
+
+    monkeypatch.setattr(dispatch, "enqueue_horizon", broken)
+
+    with pytest.raises(RuntimeError):
+        dispatch.dispatch_due_messages(now=timezone.now())
+    assert broker.seconds_since_heartbeat() is None
+
+
+def test_no_task_carries_more_payload_bytes_than_the_cap(redis_server, settings):
+    settings.DELIVERY_TASK_MAX_BYTES = 25_000
+    moment = timezone.now() + timedelta(seconds=2)
+    big = [make_message(message_id=f"big-{n}", due_at=moment, payload={"blob": "x" * 10_000}) for n in range(5)]
+
+    dispatch.enqueue_horizon(now=timezone.now())
+
+    sizes = {message.pk: message.payload_bytes for message in big}
+    tasks = queued_tasks(redis_server)
+    assert sorted(pk for task in tasks for pk in task["pks"]) == sorted(sizes)
+    assert all(sum(sizes[pk] for pk in task["pks"]) <= 25_000 for task in tasks)
+    assert len(tasks) == 3

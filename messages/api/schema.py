@@ -120,6 +120,10 @@ class AttemptSerializer(serializers.Serializer):
 
 class MessageDetailSerializer(serializers.Serializer):
     messageId = serializers.CharField()  # noqa: N815
+    deliveryId = serializers.CharField(  # noqa: N815
+        help_text="This message's own id, sent as `webhook-id` and `Idempotency-Key` on every attempt and "
+        "resend of it, never for another message (`messageId` is free again once delivered).",
+    )
     status = serializers.CharField(help_text="scheduled, sending, retrying, failed or delivered.")
     scheduleTo = serializers.DateTimeField()  # noqa: N815
     nextRun = serializers.DateTimeField(allow_null=True)  # noqa: N815
@@ -141,6 +145,13 @@ class HealthSerializer(serializers.Serializer):
     database = serializers.CharField(help_text="connected or disconnected.")
     scheduler = serializers.CharField(help_text="running or stopped.")
     scheduled_jobs = serializers.IntegerField(allow_null=True, help_text="Messages not yet delivered.")
+    worker_clock_skew_ms = serializers.FloatField(
+        allow_null=True, help_text="The dispatching worker's clock minus the database's, in milliseconds.",
+    )
+    stuck_messages = serializers.IntegerField(
+        allow_null=True,
+        help_text="Messages left in `sending` whose claim recovery could not clear (release them in the admin).",
+    )
     failing = serializers.ListField(child=serializers.CharField(), help_text="The checks that failed.")
 
 
@@ -160,6 +171,7 @@ LISTED_MESSAGE = {
 }
 MESSAGE_DETAIL = {
     "messageId": "unique-message-id",
+    "deliveryId": "msg_01KBG6Z8Q2Y4N7V3M5T9XWJ0RC",
     "status": "retrying",
     "scheduleTo": "2026-04-15T02:41:45+00:00",
     "nextRun": "2026-04-15T02:41:50.120000+00:00",
@@ -185,12 +197,14 @@ MESSAGE_DETAIL = {
 }
 HEALTHY = {
     "status": "healthy", "redis": "connected", "database": "connected",
-    "scheduler": "running", "scheduled_jobs": 3, "failing": [],
+    "scheduler": "running", "scheduled_jobs": 3, "worker_clock_skew_ms": 0.4, "stuck_messages": 0, "failing": [],
 }
-DEGRADED = {**HEALTHY, "status": "degraded", "scheduler": "stopped", "failing": ["scheduler"]}
+DEGRADED = {**HEALTHY, "status": "degraded", "scheduler": "stopped", "worker_clock_skew_ms": None,
+            "failing": ["scheduler"]}
 UNHEALTHY = {
     "status": "unhealthy", "redis": "disconnected", "database": "connected",
-    "scheduler": "stopped", "scheduled_jobs": 3, "failing": ["redis"],
+    "scheduler": "stopped", "scheduled_jobs": 3, "worker_clock_skew_ms": None, "stuck_messages": 0,
+    "failing": ["redis"],
 }
 
 

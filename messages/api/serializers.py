@@ -16,10 +16,10 @@ from rest_framework import serializers
 from messages.api.exceptions import RequestTooLarge
 from messages.api.shared_fields import SharedFieldsSerializer
 from messages.listing import LISTABLE_STATUSES
-from messages.models import DeliveryAttempt, Message
+from messages.models import TIMEOUT_SECONDS_MAX, DeliveryAttempt, Message, encode_payload
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason
-from messages.webhook_client import IDEMPOTENCY_HEADER, encode_payload
+from messages.webhook_client import IDEMPOTENCY_HEADER, MESSAGE_ID_HEADER
 
 MESSAGE_ID_PATTERN = r"[A-Za-z0-9\-_.:@+=~]{1,200}"
 WEBHOOK_URL_MAX_LENGTH = 2048
@@ -31,7 +31,7 @@ RESERVED_HEADERS = frozenset(
     {
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
         "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-        "content-type", "user-agent", IDEMPOTENCY_HEADER.lower(), *SIGNATURE_HEADERS,
+        "content-type", "user-agent", IDEMPOTENCY_HEADER.lower(), MESSAGE_ID_HEADER.lower(), *SIGNATURE_HEADERS,
     }
 )
 
@@ -71,16 +71,22 @@ def validate_webhook_url(value: str) -> str:
     return value
 
 
-def validate_payload(value: Any) -> Any:
+def validate_payload(value: Any) -> str:
+    """Returns the JSON text that is stored and sent: encoded once, here."""
     if not isinstance(value, (dict, list)):
         raise serializers.ValidationError("Must be a JSON object or array.")
     if _contains_nul(value):
-        # PostgreSQL's jsonb cannot store it; refused everywhere, so both databases agree.
+        # PostgreSQL cannot store it in text; refused everywhere, so both databases agree.
         raise serializers.ValidationError("Must not contain the NUL character (\\u0000).")
-    if len(encode_payload(value)) > settings.PAYLOAD_MAX_BYTES:
+    text = encode_payload(value)
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("Must be valid Unicode: a lone surrogate has no UTF-8 form.") from None
+    if size > settings.PAYLOAD_MAX_BYTES:
         # 413, not 400: the request is well-formed, only too large.
         raise RequestTooLarge(f"payload is larger than {settings.PAYLOAD_MAX_BYTES} bytes encoded as JSON.")
-    return value
+    return text
 
 
 def _contains_nul(value: Any) -> bool:
@@ -125,8 +131,10 @@ class StrictRegexField(StrictStringMixin, serializers.RegexField):
     default_error_messages = {"invalid_type": "Must be a string."}
 
 
+# The pattern is a necessary condition only (validate_webhook_url says more): a URL that
+# breaks it is always refused, so generated "invalid" requests are never accepted.
 @extend_schema_field({"type": "string", "maxLength": WEBHOOK_URL_MAX_LENGTH,
-                      "pattern": r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[^\s]*)?$"})
+                      "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$"})
 class WebhookUrlField(StrictCharField):
     """An absolute http(s) URL (validate_webhook_url has the rules)."""
 
@@ -153,13 +161,16 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
         error_messages={"invalid": "Must be 1 to 200 letters, digits or -_.:@+=~ characters."},
     )
     scheduleTo = ScheduleToField()  # noqa: N815 - the contract's field names
-    payload = PayloadField(validators=[validate_payload])
+    payload = PayloadField()
     webhookUrl = WebhookUrlField(trim_whitespace=False, validators=[validate_webhook_url])  # noqa: N815
     headers = serializers.DictField(
         child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False, validators=[validate_headers]
     )
     maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)  # noqa: N815
-    timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=120)  # noqa: N815
+    timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=TIMEOUT_SECONDS_MAX)  # noqa: N815
+
+    def validate_payload(self, value: Any) -> str:
+        return validate_payload(value)
 
 
 class RetryMessageSerializer(SharedFieldsSerializer):
@@ -201,11 +212,12 @@ def attempt_detail(attempt: DeliveryAttempt) -> dict[str, Any]:
 def message_detail(message: Message) -> dict[str, Any]:
     return {
         "messageId": message.message_id,
+        "deliveryId": message.delivery_id,
         "status": message.status,
         "scheduleTo": utc_iso(message.schedule_to),
         "nextRun": utc_iso(message.due_at),
         "webhookUrl": message.webhook_url,
-        "payload": message.payload,
+        "payload": message.payload,  # parsed only here, for the one message shown
         "headers": message.headers,
         "maxAttempts": message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
         "timeoutSeconds": message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,

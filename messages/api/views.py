@@ -74,7 +74,7 @@ class MessageCollectionView(ApiView):
                 message_id=data["id"],
                 schedule_to=data["scheduleTo"],
                 webhook_url=data["webhookUrl"],
-                payload=data["payload"],
+                payload_json=data["payload"],
                 headers=data.get("headers"),
                 max_attempts=data.get("maxAttempts"),
                 timeout_seconds=data.get("timeoutSeconds"),

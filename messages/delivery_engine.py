@@ -1,0 +1,315 @@
+"""A worker process's deliveries: claimed messages wait, are called and recorded here.
+
+A Celery task only claims its messages and hands them over (`DeliveryEngine.accept`), so no
+Celery thread waits on a receiver. Here each message waits for its moment and a call slot on
+the process's asyncio loop, is called, and goes to the recorder thread as soon as its call ends,
+which records whatever has finished in one transaction: a batch when many end together, a
+single message otherwise, and never a group held back by its slowest member.
+
+Why a lease rather than claiming only what can be called at once: a burst of thousands due
+together must be claimed (and its payloads read) before its moment to be sent on time, and
+there are fewer call slots than that. So a claim may wait, and while this process holds it the
+renewer thread moves its `claimed_at` forward on the database's clock; recovery only takes a
+claim whose renewals stopped. A call starts only while the lease is fresh (renewed within half
+the grace), so a worker cut off from the database stops calling before anyone may recover its
+messages; the memory held is bounded by DELIVERY_MAX_HELD_BYTES, not by what clients send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from uuid import UUID
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
+
+from messages import delivery
+from messages.models import TIMEOUT_SECONDS_MAX, WAITING_STATUSES, Message
+from messages.webhook_client import CallLoop, WebhookResult, call_loop, send, sleep_until
+
+logger = logging.getLogger(__name__)
+
+# What a claimed message costs beside its payload (the row, its headers, the call): so that
+# the byte budget also bounds how many tiny messages one process holds.
+MESSAGE_OVERHEAD_BYTES = 2048
+RECORD_BATCH = 200
+
+
+class EngineStopping(Exception):
+    """The worker is shutting down: it takes no new messages."""
+
+
+@dataclass
+class Lease:
+    token: UUID
+    renewed_monotonic: float  # when the last successful renewal (or the claim) began
+    outstanding: int
+
+
+@dataclass
+class Held:
+    """A claimed message on its way: waiting, in its call, or waiting to be recorded."""
+
+    message: Message
+    lease: Lease
+    cost: int
+    calling: bool = False
+    result: WebhookResult | None = None  # None: released without a call
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+class ByteBudget:
+    """How many payload bytes this process may hold claimed; accept() waits for room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    def take(self, amount: int, *, stopping: threading.Event) -> None:
+        with self._changed:
+            # One task larger than the budget alone still runs, on its own, rather than never.
+            while self.used and self.used + amount > self.limit:
+                if stopping.is_set():
+                    raise EngineStopping
+                self._changed.wait(0.5)
+            if stopping.is_set():
+                raise EngineStopping
+            self.used += amount
+
+    def give_back(self, amount: int) -> None:
+        with self._changed:
+            self.used -= amount
+            self._changed.notify_all()
+
+
+class DeliveryEngine:
+    def __init__(self, *, calls: CallLoop, max_held_bytes: int) -> None:
+        self.calls = calls
+        self.budget = ByteBudget(max_held_bytes)
+        self.stopping = threading.Event()
+        self._leases: dict[UUID, Lease] = {}
+        self._items: dict[int, Held] = {}
+        self._lock = threading.Lock()
+        self._finished: queue.Queue[Held] = queue.Queue()
+        self._idle = threading.Condition(self._lock)
+        threading.Thread(target=self._record_forever, name="delivery-recorder", daemon=True).start()
+        threading.Thread(target=self._renew_forever, name="claim-renewer", daemon=True).start()
+
+    # --- taking work (Celery task threads) --------------------------------------------------
+
+    def accept(self, message_pks: Sequence[int], *, payload_bytes: int | None = None) -> int:
+        """Claims what is due of `message_pks` and hands it to the loop; returns at once.
+
+        Waits first while the process holds its byte budget; raises EngineStopping (having
+        claimed nothing) once the worker is shutting down."""
+        reserved = (payload_bytes or 0) + MESSAGE_OVERHEAD_BYTES * len(message_pks)
+        self.budget.take(reserved, stopping=self.stopping)
+        try:
+            claim = delivery.claim_messages(message_pks, now=timezone.now(), within=delivery.claim_window())
+        except BaseException:
+            self.budget.give_back(reserved)
+            raise
+        items = self._hold(claim)
+        # The reservation was the dispatcher's estimate; the budget now carries the real cost.
+        self.budget.give_back(reserved - sum(item.cost for item in items))
+        for item in items:
+            self.calls.loop.call_soon_threadsafe(self._start_delivery, item)
+        return len(items)
+
+    def deliver_in_this_thread(self, message_pks: Sequence[int]) -> None:
+        """The same claim, calls and records, all waited for in the calling thread (tests, a
+        management command): its database transaction is the one that sees the rows."""
+        claim = delivery.claim_messages(message_pks, now=timezone.now(), within=delivery.claim_window())
+        lease = Lease(token=claim.token, renewed_monotonic=claim.started_monotonic, outstanding=len(claim.messages))
+        items = [Held(message=message, lease=lease, cost=0) for message in claim.messages]
+
+        async def deliver_all() -> None:
+            await asyncio.gather(*(self._deliver(item) for item in items))
+
+        self.calls.run(deliver_all())
+        delivery.record_attempts([(item.message, item.result) for item in items if item.result is not None])
+        delivery.release_claims([item.message for item in items if item.result is None])
+
+    def _hold(self, claim: delivery.Claim) -> list[Held]:
+        if not claim.messages:
+            return []
+        lease = Lease(token=claim.token, renewed_monotonic=claim.started_monotonic, outstanding=len(claim.messages))
+        items = [Held(message=message, lease=lease, cost=message.payload_bytes + MESSAGE_OVERHEAD_BYTES)
+                 for message in claim.messages]
+        with self._lock:
+            self._leases[claim.token] = lease
+            self._items.update((id(item), item) for item in items)
+        return items
+
+    # --- on the loop ------------------------------------------------------------------------
+
+    def _start_delivery(self, item: Held) -> None:
+        item.task = self.calls.loop.create_task(self._deliver(item))
+        # A callback, not a try block: it runs even for a task cancelled before its first step.
+        item.task.add_done_callback(lambda task: self._call_ended(item, task))
+
+    def _call_ended(self, item: Held, task: asyncio.Task) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            logger.error("message %s: delivery failed unexpectedly", item.message.message_id, exc_info=error)
+            if item.calling and item.result is None:
+                # It may have reached the receiver: an attempt, never a silent resend.
+                item.result = WebhookResult(started_at=timezone.now(), duration_ms=0, error=type(error).__name__)
+        self._finished.put(item)  # result None: given back uncounted (stopping, or never called)
+
+    async def _deliver(self, item: Held) -> None:
+        """Waits for the message's moment, a fresh lease and a slot, then calls."""
+        await sleep_until(item.message.due_at)
+        if not await self._wait_for_fresh_lease(item.lease):
+            logger.warning("message %s not called: its claim could not be renewed", item.message.message_id)
+            return
+        async with self.calls.slots:
+            # Checked here too: a message handed over while the stop began was not cancelled.
+            if self.stopping.is_set():
+                return
+            if not _lease_is_fresh(item.lease):
+                logger.warning("message %s not called: its claim could not be renewed", item.message.message_id)
+                return
+            item.calling = True
+            item.result = await send(self.calls.session, delivery.webhook_call(item.message))
+
+    async def _wait_for_fresh_lease(self, lease: Lease) -> bool:
+        """While the renewer retries (a database hiccup), up to half the grace: after that the
+        lease may be close to its end, and recovery's call would race with ours."""
+        give_up = time.monotonic() + settings.DELIVERY_CLAIM_GRACE_SECONDS / 2
+        while not _lease_is_fresh(lease):
+            if time.monotonic() > give_up:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    # --- recorder thread --------------------------------------------------------------------
+
+    def _record_forever(self) -> None:
+        while True:
+            batch = [self._finished.get()]
+            while len(batch) < RECORD_BATCH:
+                try:
+                    batch.append(self._finished.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._record(batch)
+            except Exception:
+                # Nothing may stop this thread; what was not recorded stays claimed and is
+                # recovered (counted as lost) once its renewals stop below.
+                logger.exception("recording %d deliveries failed", len(batch))
+            finally:
+                self._forget(batch)
+
+    def _record(self, batch: list[Held]) -> None:
+        close_old_connections()
+        called = [(item.message, item.result) for item in batch if item.result is not None]
+        if called:
+            delivery.record_attempts(called)
+        unsent = [item.message for item in batch if item.result is None]
+        if unsent:
+            try:
+                delivery.release_claims(unsent)
+            except DatabaseError as error:
+                logger.warning("%d unsent messages not given back (recovery will): %s", len(unsent), error)
+                connection.close()
+
+    def _forget(self, batch: list[Held]) -> None:
+        with self._lock:
+            for item in batch:
+                self._items.pop(id(item), None)
+                item.lease.outstanding -= 1
+                if item.lease.outstanding <= 0:
+                    self._leases.pop(item.lease.token, None)
+            self._idle.notify_all()
+        self.budget.give_back(sum(item.cost for item in batch))
+
+    # --- renewer thread ---------------------------------------------------------------------
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(settings.DELIVERY_CLAIM_RENEW_SECONDS)
+            with self._lock:
+                leases = list(self._leases.values())
+            if leases:
+                self._renew(leases)
+
+    def _renew(self, leases: list[Lease]) -> None:
+        # A loop that no longer runs would never call nor record: its claims must age out.
+        if not self.calls.is_responsive(timeout=1.0):
+            logger.error("the webhook loop is not responding: %d claims left to age", len(leases))
+            return
+        started = time.monotonic()
+        try:
+            close_old_connections()
+            delivery.renew_claims([lease.token for lease in leases])
+        except DatabaseError as error:
+            logger.warning("renewing %d claims failed: %s", len(leases), error)
+            connection.close()
+            return
+        for lease in leases:
+            lease.renewed_monotonic = started
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def begin_stop(self) -> None:
+        """Takes nothing new; messages not yet in their call are given back, uncounted."""
+        self.stopping.set()
+        with self._lock:
+            waiting = [item for item in self._items.values() if not item.calling and item.task is not None]
+        for item in waiting:
+            self.calls.loop.call_soon_threadsafe(_cancel_unless_calling, item)
+
+    def wait_until_idle(self, *, timeout: float) -> bool:
+        """Until every call in flight has ended and been recorded (or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._items:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def held_count(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def _cancel_unless_calling(item: Held) -> None:
+    if not item.calling and item.task is not None:
+        item.task.cancel()
+
+
+def _lease_is_fresh(lease: Lease) -> bool:
+    return time.monotonic() - lease.renewed_monotonic < settings.DELIVERY_CLAIM_GRACE_SECONDS / 2
+
+
+@cache
+def engine() -> DeliveryEngine:
+    return DeliveryEngine(calls=call_loop(), max_held_bytes=settings.DELIVERY_MAX_HELD_BYTES)
+
+
+def engine_if_started() -> DeliveryEngine | None:
+    return engine() if engine.cache_info().currsize else None
+
+
+def give_back_unclaimed(message_pks: Sequence[int]) -> None:
+    """A task this stopping worker will not run: beat enqueues its messages again at once."""
+    Message.objects.filter(pk__in=message_pks, status__in=WAITING_STATUSES).update(enqueued_at=None)
+
+
+def longest_delivery_seconds() -> float:
+    """What a stopping worker may have to wait for: the longest call, then its record."""
+    longest_call = max(TIMEOUT_SECONDS_MAX, settings.WEBHOOK_TIMEOUT_SECONDS)
+    return longest_call + settings.DELIVERY_RECORD_RETRY_SECONDS
