@@ -55,10 +55,16 @@ def wait_until(condition, *, timeout: float, interval: float = 0.05, what: str) 
 # --- Databases -----------------------------------------------------------------------------
 
 MESSAGE_COLUMNS = (
-    "message_id, status, schedule_to, due_at, webhook_url, payload, headers, max_attempts, "
+    "message_id, status, schedule_to, due_at, webhook_url, payload_json, headers, max_attempts, "
     "timeout_seconds, attempt_count, attempt_count_at_resend, last_status_code, last_error, "
-    "created_at, enqueued_at, claimed_at, claim_token, finished_at"
+    "created_at, enqueued_at, claimed_at, claim_token, finished_at, payload_bytes, delivery_id"
 )
+COLUMN_COUNT = MESSAGE_COLUMNS.count(",") + 1
+
+
+def bench_delivery_id(message_id: str) -> str:
+    """Unique as the service's own (`msg_` + a ULID) are; never one of theirs."""
+    return f"msg_bench_{message_id}"
 
 
 class SQLiteDatabase:
@@ -83,12 +89,12 @@ class SQLiteDatabase:
         created = _sqlite_datetime(datetime.now(UTC))
         values = (
             (message_id, "scheduled", _sqlite_datetime(due_at), _sqlite_datetime(due_at), url, "{}", "{}",
-             None, None, 0, 0, None, "", created, None, None, None, None)
+             None, None, 0, 0, None, "", created, None, None, None, None, 2, bench_delivery_id(message_id))
             for message_id, due_at, url in rows
         )
         with sqlite3.connect(self.path, timeout=30) as connection:
             cursor = connection.executemany(
-                f"INSERT INTO scheduler_message ({MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 18)})", values
+                f"INSERT INTO scheduler_message ({MESSAGE_COLUMNS}) VALUES ({', '.join('?' * COLUMN_COUNT)})", values
             )
             return cursor.rowcount
 
@@ -139,10 +145,11 @@ class PostgresDatabase:
         created = datetime.now(UTC)
         values = (
             (message_id, "scheduled", due_at, due_at, url, "{}", "{}", None, None, 0, 0, None, "",
-             created, None, None, None, None)
+             created, None, None, None, None, 2, bench_delivery_id(message_id))
             for message_id, due_at, url in rows
         )
-        placeholders = ", ".join("%s::jsonb" if i in (5, 6) else "%s" for i in range(18))
+        # headers is still jsonb; the payload is text.
+        placeholders = ", ".join("%s::jsonb" if i == 6 else "%s" for i in range(COLUMN_COUNT))
         with psycopg.connect(self.url) as connection, connection.cursor() as cursor:
             # One transaction (psycopg commits when the block ends); executemany pipelines.
             cursor.executemany(f"INSERT INTO scheduler_message ({MESSAGE_COLUMNS}) VALUES ({placeholders})", values)
