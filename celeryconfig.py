@@ -11,7 +11,13 @@ if broker_url.startswith("rediss://"):
     # A named transport class bypasses kombu's rediss:// detection; verify certificates.
     broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 # Tasks never exceed the horizon (minutes), far below this: no eta task is handed out twice.
-broker_transport_options = {"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT_SECONDS}
+# Socket timeouts: kombu waits for ever by default, and a half-open Redis would then hold the
+# worker's recorder (which publishes imminent retries) for good. Above BRPOP's 1 s poll.
+broker_transport_options = {
+    "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT_SECONDS,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+}
 broker_connection_retry_on_startup = True
 # A POST must not hang when Redis is down: the message is stored and beat enqueues it later.
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

@@ -44,6 +44,8 @@ class Recorder:
 
 
 def _message_id(headers: dict[str, str], body: bytes) -> str:
+    if "x-message-id" in headers:  # the client's id (Idempotency-Key is the message's delivery id)
+        return headers["x-message-id"]
     if "idempotency-key" in headers:
         return headers["idempotency-key"]
     try:

@@ -43,9 +43,10 @@ def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
 
 
 def _claim_lease_errors() -> list[Error]:
-    """Why these bounds: a live worker's claim must never look stale. Between two renewals a
-    claim ages one renew interval, plus one bounded statement if the renewal waits for the
-    database; and a call starts only while the last renewal is under half the grace old."""
+    """Why these bounds: a worker calls only while its last renewal is under half the grace old
+    (that keeps it safe whatever the timing: recovery waits for the whole grace and more). So
+    that a live worker keeps calling, renewals must come well within that half: one interval,
+    plus a statement that waits its bound, twice over for a renewal that fails once."""
     renew = settings.DELIVERY_CLAIM_RENEW_SECONDS
     statement = settings.DELIVERY_DATABASE_TIMEOUT_SECONDS
     if renew <= 0 or 2 * renew + statement >= settings.DELIVERY_CLAIM_GRACE_SECONDS / 2:

@@ -41,12 +41,18 @@ RELEASED_STUCK = "ReleasedStuck"
 DATABASE_AWAY = (OperationalError, InterfaceError)
 
 
+def lease_clock() -> float:
+    """Seconds on a clock that never jumps and keeps counting while the host is suspended:
+    a lease judged on CLOCK_MONOTONIC would look fresh after a suspend of any length."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
 @dataclass(frozen=True)
 class Claim:
     token: UUID
     messages: list[Message]
-    # This process's clock just before the claim was written: the lease began no earlier.
-    started_monotonic: float
+    # lease_clock() just before the claim was written: the lease began no earlier.
+    started_at: float
 
 
 def deliver_messages(message_pks: Sequence[int]) -> None:
@@ -65,14 +71,14 @@ def claim_window() -> timedelta:
 def claim_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> Claim:
     """Claims the messages due by `now + within` (a group's window); none is sent before its time."""
     token = uuid4()
-    started = time.monotonic()
+    started = lease_clock()
     claimed_count = (
         Message.objects.filter(pk__in=message_pks)
         .waiting_until(now + within)
         .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None)
     )
     messages = list(Message.objects.filter(pk__in=message_pks, claim_token=token)) if claimed_count else []
-    return Claim(token=token, messages=messages, started_monotonic=started)
+    return Claim(token=token, messages=messages, started_at=started)
 
 
 def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: timedelta = timedelta(0)) -> list[Message]:
@@ -82,15 +88,17 @@ def claim_due_messages(message_pks: Sequence[int], *, now: datetime, within: tim
 RENEW_BATCH = 500  # tokens per statement: far below SQLite's limit on bound variables
 
 
-def renew_claims(tokens: Sequence[UUID]) -> int:
+def renew_claims(tokens: Sequence[UUID]) -> set[UUID]:
     """Moves the claims' `claimed_at` to the database's now: their worker is alive and on them.
-    The status index narrows the statement to the messages in flight."""
-    renewed = 0
+    Returns the tokens that still hold a message: a claim recovered meanwhile is not among
+    them, and its worker must not call. The status index narrows each statement to the
+    messages in flight."""
+    renewed: set[UUID] = set()
     with bounded_transaction():
         for start in range(0, len(tokens), RENEW_BATCH):
-            renewed += Message.objects.filter(
-                status=MessageStatus.SENDING, claim_token__in=tokens[start:start + RENEW_BATCH]
-            ).update(claimed_at=Now())
+            batch = Message.objects.filter(status=MessageStatus.SENDING, claim_token__in=tokens[start:start + RENEW_BATCH])
+            batch.update(claimed_at=Now())
+            renewed.update(batch.values_list("claim_token", flat=True).distinct())
     return renewed
 
 
@@ -114,15 +122,25 @@ def bounded_transaction() -> Iterator[None]:
     a worker recording or renewing must give up (and try again) well within a claim's grace,
     rather than sit in SQLite's busy wait or behind a PostgreSQL lock while its claims age."""
     milliseconds = int(settings.DELIVERY_DATABASE_TIMEOUT_SECONDS * 1000)
-    if connection.vendor == "sqlite":
+    if connection.vendor != "sqlite":
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL statement_timeout = {milliseconds}")
+                    cursor.execute(f"SET LOCAL lock_timeout = {milliseconds}")
+            yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        configured = cursor.fetchone()[0]
+        cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    try:
+        with transaction.atomic():
+            yield
+    finally:
+        # The connection's own timeout again (the settings' 20 s) for whatever it does next.
         with connection.cursor() as cursor:
-            cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL statement_timeout = {milliseconds}")
-                cursor.execute(f"SET LOCAL lock_timeout = {milliseconds}")
-        yield
+            cursor.execute(f"PRAGMA busy_timeout = {int(configured)}")
 
 
 def webhook_call(message: Message) -> WebhookCall:
@@ -131,7 +149,7 @@ def webhook_call(message: Message) -> WebhookCall:
         url=message.webhook_url,
         body=message.payload_json.encode(),
         message_id=message.message_id,
-        delivery_id=message.delivery_id,
+        delivery_id=message.delivery_id or "",
         timeout_seconds=message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
         extra_headers=message.headers,
         not_before=message.due_at,
@@ -144,6 +162,8 @@ class AttemptOutcome:
     result: WebhookResult
     decision: RetryDecision
     number: int
+    # Recovery's: recorded only if the claim was not renewed since (checked under the row lock).
+    claimed_before: datetime | None = None
 
 
 def record_attempt(message: Message, result: WebhookResult, *, now: datetime | None = None) -> RetryDecision:
@@ -151,17 +171,19 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
 
 
 def record_attempts(
-    calls: Sequence[tuple[Message, WebhookResult]], *, now: datetime | None = None
+    calls: Sequence[tuple[Message, WebhookResult]], *, now: datetime | None = None,
+    claimed_before: datetime | None = None,
 ) -> list[RetryDecision]:
     """Stores each attempt and moves each message on: delivered, retrying or failed.
 
     The calls are recorded in one transaction (one commit, however many messages); if that
     fails for any reason but the database being away, message by message, and a row that
-    still fails gets a minimal record. Never raises: the calls were made, and an exception
+    still fails gets a minimal record. With `claimed_before` (recovery's), a claim renewed since
+    then is left to its worker. Never raises: the calls were made, and an exception
     here would leave them claimed, to be recovered and sent a second time.
     """
     now = now or timezone.now()
-    outcomes = [_decide(message, result, now=now) for message, result in calls]
+    outcomes = [_decide(message, result, now=now, claimed_before=claimed_before) for message, result in calls]
     recorded = _store_isolated(outcomes, now=now) if outcomes else set()
     for outcome in outcomes:
         if outcome.message.pk in recorded:
@@ -169,7 +191,7 @@ def record_attempts(
         else:
             logger.warning("message %s: its attempt was not recorded (claim lost or database away)",
                            outcome.message.message_id)
-    metrics.record_attempts(
+    metrics.record_attempts_in_background(
         metrics.AttemptSample(
             outcome=outcome.decision.outcome.value,
             result_class=_result_class(outcome.result),
@@ -182,7 +204,8 @@ def record_attempts(
     return [outcome.decision for outcome in outcomes]
 
 
-def _decide(message: Message, result: WebhookResult, *, now: datetime) -> AttemptOutcome:
+def _decide(message: Message, result: WebhookResult, *, now: datetime,
+            claimed_before: datetime | None = None) -> AttemptOutcome:
     number = message.attempt_count + 1
     try:
         decision = _decide_after(message, result, number=number, now=now)
@@ -192,7 +215,8 @@ def _decide(message: Message, result: WebhookResult, *, now: datetime) -> Attemp
         logger.exception("message %s: retry policy failed on its result; deciding without Retry-After",
                          message.message_id)
         decision = _decide_after(message, dataclasses.replace(result, retry_after=None), number=number, now=now)
-    return AttemptOutcome(message=message, result=result, decision=decision, number=number)
+    return AttemptOutcome(message=message, result=result, decision=decision, number=number,
+                          claimed_before=claimed_before)
 
 
 def _decide_after(message: Message, result: WebhookResult, *, number: int, now: datetime) -> RetryDecision:
@@ -279,6 +303,8 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
                 .filter(pk__in=claims, status=MessageStatus.SENDING)
                 .values_list("pk", "claim_token")
             )
+            if first.claimed_before is not None:
+                still_claimed = still_claimed.filter(claimed_at__lt=first.claimed_before)
             pks = [pk for pk, token in still_claimed if token is not None and token == claims[pk]]
             if not pks:
                 continue
@@ -319,7 +345,7 @@ def _alike_outcomes(outcomes: Sequence[AttemptOutcome]) -> list[list[AttemptOutc
         if outcome.decision.outcome is Outcome.RETRY:
             key: tuple[object, ...] = ("retry", outcome.message.pk)
         else:
-            key = (outcome.decision.outcome, outcome.result.status_code, outcome.result.error)
+            key = (outcome.decision.outcome, outcome.result.status_code, outcome.result.error, outcome.claimed_before)
         alike.setdefault(key, []).append(outcome)
     return list(alike.values())
 
@@ -364,7 +390,7 @@ def recover_stale_claims(*, now: datetime) -> int:
             duration_ms=duration_ms((database_time - message.claimed_at).total_seconds()),
             error=WORKER_LOST,
         )
-        record_attempts([(message, lost)], now=now)
+        record_attempts([(message, lost)], now=now, claimed_before=database_time - _claim_lifetime(message))
     return len(stale)
 
 
@@ -380,10 +406,17 @@ def stuck_claims() -> list[Message]:
 def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
     """An operator's last resort: the message is marked failed (its fate unknown, no attempt
     recorded), so that it can be looked at and retried by hand."""
-    stuck = {message.pk: message.claimed_at for message in stuck_claims() if message.pk in set(message_pks)}
+    database_time = database_now()
+    margin = timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
     released = 0
-    for pk, claimed_at in stuck.items():
-        released += Message.objects.filter(pk=pk, status=MessageStatus.SENDING, claimed_at=claimed_at).update(
+    for message in stuck_claims():
+        if message.pk not in set(message_pks):
+            continue
+        # Guarded as recovery is: a claim renewed or recovered since it was listed is left alone.
+        released += Message.objects.filter(
+            pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token,
+            claimed_at__lt=database_time - _claim_lifetime(message) - margin,
+        ).update(
             status=MessageStatus.FAILED, claim_token=None, claimed_at=None, due_at=None, enqueued_at=None,
             finished_at=now, last_status_code=None, last_error=RELEASED_STUCK,
         )

@@ -18,13 +18,13 @@ messages; the memory held is bounded by DELIVERY_MAX_HELD_BYTES, not by what cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from uuid import UUID
 
 from django.conf import settings
@@ -32,6 +32,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from messages import delivery
+from messages.delivery import lease_clock
 from messages.models import TIMEOUT_SECONDS_MAX, WAITING_STATUSES, Message
 from messages.webhook_client import CallLoop, WebhookResult, call_loop, send, sleep_until
 
@@ -50,8 +51,15 @@ class EngineStopping(Exception):
 @dataclass
 class Lease:
     token: UUID
-    renewed_monotonic: float  # when the last successful renewal (or the claim) began
+    renewed_at: float  # lease_clock() when the last successful renewal (or the claim) began
     outstanding: int
+    # Once stale, for good: a later renewal may come after recovery took the messages.
+    dead: bool = False
+
+    def is_fresh(self) -> bool:
+        if not self.dead and lease_clock() - self.renewed_at >= settings.DELIVERY_CLAIM_GRACE_SECONDS / 2:
+            self.dead = True
+        return not self.dead
 
 
 @dataclass
@@ -129,20 +137,21 @@ class DeliveryEngine:
         """The same claim, calls and records, all waited for in the calling thread (tests, a
         management command): its database transaction is the one that sees the rows."""
         claim = delivery.claim_messages(message_pks, now=timezone.now(), within=delivery.claim_window())
-        lease = Lease(token=claim.token, renewed_monotonic=claim.started_monotonic, outstanding=len(claim.messages))
+        lease = Lease(token=claim.token, renewed_at=claim.started_at, outstanding=len(claim.messages))
         items = [Held(message=message, lease=lease, cost=0) for message in claim.messages]
 
-        async def deliver_all() -> None:
-            await asyncio.gather(*(self._deliver(item) for item in items))
+        async def deliver_all() -> list[BaseException | None]:
+            return await asyncio.gather(*(self._deliver(item) for item in items), return_exceptions=True)
 
-        self.calls.run(deliver_all())
+        for item, error in zip(items, self.calls.run(deliver_all()), strict=True):
+            _account_for_failure(item, error)
         delivery.record_attempts([(item.message, item.result) for item in items if item.result is not None])
         delivery.release_claims([item.message for item in items if item.result is None])
 
     def _hold(self, claim: delivery.Claim) -> list[Held]:
         if not claim.messages:
             return []
-        lease = Lease(token=claim.token, renewed_monotonic=claim.started_monotonic, outstanding=len(claim.messages))
+        lease = Lease(token=claim.token, renewed_at=claim.started_at, outstanding=len(claim.messages))
         items = [Held(message=message, lease=lease, cost=message.payload_bytes + MESSAGE_OVERHEAD_BYTES)
                  for message in claim.messages]
         with self._lock:
@@ -158,50 +167,32 @@ class DeliveryEngine:
         item.task.add_done_callback(lambda task: self._call_ended(item, task))
 
     def _call_ended(self, item: Held, task: asyncio.Task) -> None:
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            logger.error("message %s: delivery failed unexpectedly", item.message.message_id, exc_info=error)
-            if item.calling and item.result is None:
-                # It may have reached the receiver: an attempt, never a silent resend.
-                item.result = WebhookResult(started_at=timezone.now(), duration_ms=0, error=type(error).__name__)
+        _account_for_failure(item, asyncio.CancelledError() if task.cancelled() else task.exception())
         self._finished.put(item)  # result None: given back uncounted (stopping, or never called)
 
     async def _deliver(self, item: Held) -> None:
-        """Waits for the message's moment, a fresh lease and a slot, then calls."""
+        """Waits for the message's moment and a slot, then calls while the lease is fresh:
+        renewed within half the grace, so that recovery (after the whole grace, the record
+        retries and the call's timeout) cannot have taken the message, nor take it mid-call."""
         await sleep_until(item.message.due_at)
-        if not await self._wait_for_fresh_lease(item.lease):
+        if not item.lease.is_fresh():
             logger.warning("message %s not called: its claim could not be renewed", item.message.message_id)
             return
         async with self.calls.slots:
             # Checked here too: a message handed over while the stop began was not cancelled.
             if self.stopping.is_set():
                 return
-            if not _lease_is_fresh(item.lease):
+            if not item.lease.is_fresh():
                 logger.warning("message %s not called: its claim could not be renewed", item.message.message_id)
                 return
             item.calling = True
             item.result = await send(self.calls.session, delivery.webhook_call(item.message))
 
-    async def _wait_for_fresh_lease(self, lease: Lease) -> bool:
-        """While the renewer retries (a database hiccup), up to half the grace: after that the
-        lease may be close to its end, and recovery's call would race with ours."""
-        give_up = time.monotonic() + settings.DELIVERY_CLAIM_GRACE_SECONDS / 2
-        while not _lease_is_fresh(lease):
-            if time.monotonic() > give_up:
-                return False
-            await asyncio.sleep(0.1)
-        return True
-
     # --- recorder thread --------------------------------------------------------------------
 
     def _record_forever(self) -> None:
         while True:
-            batch = [self._finished.get()]
-            while len(batch) < RECORD_BATCH:
-                try:
-                    batch.append(self._finished.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._next_batch()
             try:
                 self._record(batch)
             except Exception:
@@ -210,6 +201,21 @@ class DeliveryEngine:
                 logger.exception("recording %d deliveries failed", len(batch))
             finally:
                 self._forget(batch)
+
+    def _next_batch(self) -> list[Held]:
+        """What has finished, gathered for up to one group window after the first: a group's
+        calls end within about that window, and one transaction for them costs a fraction of
+        one each (and holds SQLite's write lock once). The calls were made; only their
+        records wait."""
+        batch = [self._finished.get()]
+        until = time.monotonic() + settings.DELIVERY_GROUP_WINDOW_MS / 1000
+        while len(batch) < RECORD_BATCH:
+            remaining = until - time.monotonic()
+            try:
+                batch.append(self._finished.get(timeout=remaining) if remaining > 0 else self._finished.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
     def _record(self, batch: list[Held]) -> None:
         close_old_connections()
@@ -240,25 +246,30 @@ class DeliveryEngine:
         while True:
             time.sleep(settings.DELIVERY_CLAIM_RENEW_SECONDS)
             with self._lock:
-                leases = list(self._leases.values())
-            if leases:
+                leases = [lease for lease in self._leases.values() if not lease.dead]
+            if not leases:
+                continue
+            try:
                 self._renew(leases)
+            except Exception:
+                # Nothing may stop this thread: without it every claim held would age out.
+                logger.exception("renewing %d claims failed", len(leases))
+                with contextlib.suppress(Exception):
+                    connection.close()
 
     def _renew(self, leases: list[Lease]) -> None:
         # A loop that no longer runs would never call nor record: its claims must age out.
         if not self.calls.is_responsive(timeout=1.0):
             logger.error("the webhook loop is not responding: %d claims left to age", len(leases))
             return
-        started = time.monotonic()
-        try:
-            close_old_connections()
-            delivery.renew_claims([lease.token for lease in leases])
-        except DatabaseError as error:
-            logger.warning("renewing %d claims failed: %s", len(leases), error)
-            connection.close()
-            return
+        started = lease_clock()
+        close_old_connections()
+        renewed = delivery.renew_claims([lease.token for lease in leases])
         for lease in leases:
-            lease.renewed_monotonic = started
+            if lease.token in renewed:
+                lease.renewed_at = started
+            else:
+                lease.dead = True  # its messages were recorded, or recovered by someone else
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -291,17 +302,32 @@ def _cancel_unless_calling(item: Held) -> None:
         item.task.cancel()
 
 
-def _lease_is_fresh(lease: Lease) -> bool:
-    return time.monotonic() - lease.renewed_monotonic < settings.DELIVERY_CLAIM_GRACE_SECONDS / 2
+def _account_for_failure(item: Held, error: BaseException | None) -> None:
+    """A delivery that ended by an exception or a cancellation: if its call had started it may
+    have reached the receiver, so it is an attempt, never a silent resend."""
+    if error is None:
+        return
+    if not isinstance(error, asyncio.CancelledError):
+        logger.error("message %s: delivery failed unexpectedly", item.message.message_id, exc_info=error)
+    if item.calling and item.result is None:
+        item.result = WebhookResult(started_at=timezone.now(), duration_ms=0, error=type(error).__name__)
 
 
-@cache
+_engine: DeliveryEngine | None = None
+_engine_lock = threading.Lock()
+
+
 def engine() -> DeliveryEngine:
-    return DeliveryEngine(calls=call_loop(), max_held_bytes=settings.DELIVERY_MAX_HELD_BYTES)
+    """The process's one engine: 16 task threads asking at once must not build 16."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = DeliveryEngine(calls=call_loop(), max_held_bytes=settings.DELIVERY_MAX_HELD_BYTES)
+        return _engine
 
 
 def engine_if_started() -> DeliveryEngine | None:
-    return engine() if engine.cache_info().currsize else None
+    return _engine
 
 
 def give_back_unclaimed(message_pks: Sequence[int]) -> None:

@@ -8,6 +8,8 @@ A Redis restart resets the counters, which Prometheus treats as any counter rese
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -65,6 +67,44 @@ def record_attempts(samples: Iterable[AttemptSample]) -> None:
         pipe.execute()
     except (redis.RedisError, OSError) as error:
         logger.warning("metrics not recorded: %s", error)
+
+
+# Batches of samples waiting for the writer thread; past this many, new ones are dropped.
+PENDING_BATCHES = 1000
+_pending: queue.Queue[list[AttemptSample]] = queue.Queue(maxsize=PENDING_BATCHES)
+_writer_lock = threading.Lock()
+_writer: threading.Thread | None = None
+
+
+def record_attempts_in_background(samples: Iterable[AttemptSample]) -> None:
+    """For the delivery path: a Redis that is slow or gone (connect and read time out after
+    seconds) must never hold up the recording of deliveries. Dropped, and said so, when the
+    writer falls behind: these are counters, the database has the attempts."""
+    batch = list(samples)
+    if not batch:
+        return
+    _start_writer()
+    try:
+        _pending.put_nowait(batch)
+    except queue.Full:
+        logger.warning("metrics for %d attempts dropped: Redis is not keeping up", len(batch))
+
+
+def _start_writer() -> None:
+    global _writer
+    with _writer_lock:
+        if _writer is None or not _writer.is_alive():
+            _writer = threading.Thread(target=_write_forever, name="metrics-writer", daemon=True)
+            _writer.start()
+
+
+def _write_forever() -> None:
+    while True:
+        batch = _pending.get()
+        try:
+            record_attempts(batch)
+        except Exception:
+            logger.exception("metrics not recorded")
 
 
 class SchedulerCollector(Collector):

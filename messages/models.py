@@ -86,7 +86,12 @@ class Message(models.Model):
     message_id = models.CharField(max_length=200)
     # What receivers see as webhook-id and Idempotency-Key: this scheduled message's own, on
     # every attempt and resend of it, never another's (the client's id is free once delivered).
-    delivery_id = models.CharField(max_length=40, unique=True, default=new_delivery_id, editable=False)
+    # Empty only for messages stored before it existed: they keep the key their receivers have
+    # already seen, the client's id.
+    # NULL, not "": a unique column holds any number of NULLs.
+    delivery_id = models.CharField(  # noqa: DJ001
+        max_length=40, unique=True, null=True, default=new_delivery_id, editable=False
+    )
     status = models.CharField(
         max_length=10, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED
     )

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 import aiohttp
@@ -252,9 +251,17 @@ async def sleep_until(moment: datetime | None) -> None:
             await asyncio.sleep(wait)
 
 
-@cache
+_call_loop: CallLoop | None = None
+_call_loop_lock = threading.Lock()
+
+
 def call_loop() -> CallLoop:
-    return CallLoop(settings.DELIVERY_MAX_CONCURRENT_CALLS)
+    """The process's one loop and its slots: threads asking at once must not build several."""
+    global _call_loop
+    with _call_loop_lock:
+        if _call_loop is None:
+            _call_loop = CallLoop(settings.DELIVERY_MAX_CONCURRENT_CALLS)
+        return _call_loop
 
 
 def send_webhooks(calls: Sequence[WebhookCall]) -> list[WebhookResult]:

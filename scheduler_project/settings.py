@@ -115,8 +115,12 @@ def _database_from_env() -> dict:
         )
         Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     if database["ENGINE"] == "django.db.backends.postgresql":
-        # A worker recording a call must not hang on a server that does not answer.
-        database.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+        # A worker recording a call must not hang on a server that does not answer, nor on a
+        # connection the network dropped silently (TCP alone gives up after ~15 minutes).
+        options = database.setdefault("OPTIONS", {})
+        for name, value in {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                            "keepalives_count": 3, "tcp_user_timeout": 15000}.items():
+            options.setdefault(name, value)
     # A connection per request (or per task) costs more than the request itself.
     database.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     database.setdefault("CONN_HEALTH_CHECKS", True)

@@ -22,14 +22,16 @@ from tests.test_delivery_end_to_end import LATENESS_BOUND_SECONDS
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile, pytest.mark.django_db(transaction=True)]
 
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # tests/settings.py's
-# Claims live timeout (3 s) + 3 s of record retries + 3 s of grace after their last renewal:
-# a claim that waits longer than 9 s for a slot survives only by being renewed.
+CALL_TIMEOUT_SECONDS = 3
 SHORT_LIVED_CLAIMS = {
     "DELIVERY_RECORD_RETRY_SECONDS": "3",
-    "DELIVERY_CLAIM_GRACE_SECONDS": "3",
-    "DELIVERY_CLAIM_RENEW_SECONDS": "0.4",
-    "DELIVERY_DATABASE_TIMEOUT_SECONDS": "0.5",
+    "DELIVERY_CLAIM_GRACE_SECONDS": "6",
+    "DELIVERY_CLAIM_RENEW_SECONDS": "0.5",
+    "DELIVERY_DATABASE_TIMEOUT_SECONDS": "1",
 }
+# A claim that waits longer than this for a slot survives only by being renewed.
+UNRENEWED_LIFETIME_SECONDS = (CALL_TIMEOUT_SECONDS + float(SHORT_LIVED_CLAIMS["DELIVERY_RECORD_RETRY_SECONDS"])
+                              + float(SHORT_LIVED_CLAIMS["DELIVERY_CLAIM_GRACE_SECONDS"]))
 
 
 def short_lived_claims(worker_env: dict[str, str], *, slots: int) -> dict[str, str]:
@@ -53,17 +55,17 @@ def narrow(celery_worker, celery_beat, _session_maintenance, worker_env) -> Iter
 
 
 def test_claims_waiting_for_a_call_slot_are_never_recovered_and_verify_when_sent(api, narrow, hostile, hook_path):
-    # Given five times more messages due at once than the worker has call slots, half of them on
-    # a receiver that holds each call almost to its timeout: the last wait ~12 s for a slot
+    # Given twelve times more messages due at once than the worker has call slots, most of them
+    # on a receiver that holds each call almost to its timeout: the last wait ~20 s for a slot
     run = hook_path.rsplit("/", 1)[1]
     hostile.configure(f"/slow-ok/{run}", delay=2.5)
     due = datetime.now(UTC) + timedelta(seconds=2)
-    slow = [f"slow-{n}-{run}" for n in range(20)]
-    fast = [f"fast-{n}-{run}" for n in range(20)]
+    slow = [f"slow-{n}-{run}" for n in range(32)]
+    fast = [f"fast-{n}-{run}" for n in range(16)]
     for message_id in slow:
-        post_message(api, message_id, hostile.url(f"/slow-ok/{run}"), at=due, timeoutSeconds=3)
+        post_message(api, message_id, hostile.url(f"/slow-ok/{run}"), at=due, timeoutSeconds=CALL_TIMEOUT_SECONDS)
     for message_id in fast:
-        post_message(api, message_id, hostile.url(f"/ok/{message_id}"), at=due, timeoutSeconds=3)
+        post_message(api, message_id, hostile.url(f"/ok/{message_id}"), at=due, timeoutSeconds=CALL_TIMEOUT_SECONDS)
 
     wait_until_finished(slow + fast, timeout=60)
 
@@ -78,7 +80,7 @@ def test_claims_waiting_for_a_call_slot_are_never_recovered_and_verify_when_sent
     assert received == Counter({message_id: 1 for message_id in slow + fast})
     # And every signature verifies, made when the call was sent, not when it was claimed
     waited = max(call.arrived_at for call in calls) - due.timestamp()
-    assert waited > 9, "the test needs claims to outwait their unrenewed lifetime"
+    assert waited > UNRENEWED_LIFETIME_SECONDS, "the test needs claims to outwait their unrenewed lifetime"
     for call in calls:
         headers = {name.lower(): value for name, value in call.headers.items()}
         assert Webhook(SIGNING_SECRET).verify(call.body, headers) == {"id": call.json["id"]}

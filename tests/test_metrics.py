@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from ipaddress import ip_network
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from messages import metrics
@@ -70,3 +73,23 @@ def test_attempts_lateness_and_durations_are_exported(api):
     assert values[("scheduler_delivery_lateness_seconds_count", ())] == 2
     assert values[("scheduler_delivery_lateness_seconds_sum", ())] == pytest.approx(7.004)
     assert values[("scheduler_attempt_duration_seconds_count", ())] == 3
+
+
+def test_a_redis_that_does_not_answer_never_holds_up_recording(monkeypatch):
+    answered = threading.Event()
+
+    class Hanging:
+        def pipeline(self, transaction: bool):
+            answered.wait(5)  # as a half-open connection would, until its timeout
+            raise redis.TimeoutError("no answer")
+
+    monkeypatch.setattr(metrics.broker, "redis_client", lambda: Hanging())
+    sample = metrics.AttemptSample(outcome="delivered", result_class="2xx", duration_seconds=0.01, lateness_seconds=0)
+
+    started = time.monotonic()
+    for _ in range(20):
+        metrics.record_attempts_in_background([sample])
+    elapsed = time.monotonic() - started
+    answered.set()
+
+    assert elapsed < 0.5

@@ -57,9 +57,10 @@ def test_the_migration_gives_existing_rows_a_delivery_id_and_a_payload_size():
     executor.loader.build_graph()
     executor.migrate(after)
 
-    # Then the row keeps its payload as JSON text, and gets an id no new message can take
+    # Then the row keeps its payload as JSON text, and the key its receivers have already seen
     message = Message.objects.get(pk=row.pk)
     assert message.payload == {"kept": "é"}
     assert message.payload_bytes == len(message.payload_json.encode())
-    assert message.delivery_id == f"msg_{row.pk}"
+    assert message.delivery_id is None
+    assert delivery.webhook_call(message).delivery_id == ""  # so Idempotency-Key is "from-before"
     assert len(Message(message_id="new").delivery_id) == len("msg_") + 26

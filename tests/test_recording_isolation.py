@@ -143,8 +143,9 @@ def test_a_claim_lost_for_a_month_records_a_duration_that_fits_its_column():
 
 
 def test_a_claim_recovery_cannot_record_is_listed_as_stuck_and_can_be_released(monkeypatch):
+    # A claim as a worker writes it (the database's Now()), seen an hour later
     message = claimed(1)[0]
-    Message.objects.filter(pk=message.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
+    monkeypatch.setattr(delivery, "database_now", lambda: timezone.now() + timedelta(hours=1))
 
     def failing(outcomes, *, now):
         raise IntegrityError("a row recovery keeps failing on")
@@ -160,6 +161,24 @@ def test_a_claim_recovery_cannot_record_is_listed_as_stuck_and_can_be_released(m
     assert released.last_error == delivery.RELEASED_STUCK
     assert released.claim_token is None
     assert delivery.stuck_claims() == []
+
+
+def test_recovery_leaves_a_claim_renewed_after_it_was_found_stale(monkeypatch):
+    message = claimed(1)[0]
+    monkeypatch.setattr(delivery, "database_now", lambda: timezone.now() + timedelta(hours=1))
+    real = delivery._store_attempts
+
+    def renewed_meanwhile(outcomes, *, now):
+        # its worker's renewal lands between recovery's read and its locked update
+        Message.objects.filter(pk=message.pk).update(claimed_at=timezone.now() + timedelta(hours=1))
+        return real(outcomes, now=now)
+
+    monkeypatch.setattr(delivery, "_store_attempts", renewed_meanwhile)
+
+    delivery.recover_stale_claims(now=timezone.now())
+
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.SENDING
+    assert not DeliveryAttempt.objects.exists()
 
 
 def test_a_fresh_claim_is_never_stuck_nor_released():

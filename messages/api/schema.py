@@ -121,8 +121,10 @@ class AttemptSerializer(serializers.Serializer):
 class MessageDetailSerializer(serializers.Serializer):
     messageId = serializers.CharField()  # noqa: N815
     deliveryId = serializers.CharField(  # noqa: N815
+        allow_null=True,
         help_text="This message's own id, sent as `webhook-id` and `Idempotency-Key` on every attempt and "
-        "resend of it, never for another message (`messageId` is free again once delivered).",
+        "resend of it, never for another message (`messageId` is free again once delivered). Null for a "
+        "message stored before delivery ids existed: its receivers keep getting `messageId`.",
     )
     status = serializers.CharField(help_text="scheduled, sending, retrying, failed or delivered.")
     scheduleTo = serializers.DateTimeField()  # noqa: N815

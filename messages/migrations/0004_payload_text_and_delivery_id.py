@@ -1,17 +1,17 @@
-"""The payload becomes the JSON text sent as it is, and each message gets its own delivery id."""
+"""The payload becomes the JSON text sent as it is, and each new message gets its own delivery id.
+
+Existing rows keep no delivery id: their receivers have seen the client's id as Idempotency-Key
+and webhook-id, and keep getting it, so a retry after the upgrade is still recognised. Their
+payload is the text the old column held (on PostgreSQL, jsonb's own rendering and key order).
+"""
 
 from django.db import migrations, models
-from django.db.models import CharField, Value
-from django.db.models.functions import Cast, Concat
 
 import messages.identifiers
 
 
-def fill_new_columns(apps, schema_editor):
+def measure_payloads(apps, schema_editor):
     Message = apps.get_model("scheduler", "Message")
-    # Existing rows: "msg_<pk>" can never equal a new "msg_<26-character ULID>", and one
-    # UPDATE serves a million rows where a loop of ULIDs would take minutes.
-    Message.objects.update(delivery_id=Concat(Value("msg_"), Cast("id", CharField())))
     size = "octet_length(payload_json)" if schema_editor.connection.vendor == "postgresql" else (
         "length(CAST(payload_json AS BLOB))")
     table = schema_editor.quote_name(Message._meta.db_table)
@@ -36,12 +36,12 @@ class Migration(migrations.Migration):
             name="delivery_id",
             field=models.CharField(max_length=40, null=True, editable=False),
         ),
-        migrations.RunPython(fill_new_columns, migrations.RunPython.noop, elidable=True),
+        migrations.RunPython(measure_payloads, migrations.RunPython.noop, elidable=True),
         migrations.AlterField(
             model_name="message",
             name="delivery_id",
             field=models.CharField(
-                max_length=40, unique=True, default=messages.identifiers.new_delivery_id, editable=False
+                max_length=40, unique=True, null=True, default=messages.identifiers.new_delivery_id, editable=False
             ),
         ),
         migrations.AlterField(
