@@ -6,5 +6,6 @@ urlpatterns = [
     path("", include("messages.api.urls")),
 ]
 
+handler400 = "messages.api.errors.bad_request"
 handler404 = "messages.api.errors.not_found"
 handler500 = "messages.api.errors.server_error"

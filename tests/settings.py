@@ -31,6 +31,9 @@ _test_defaults = {
     "DELIVERY_CLAIM_RENEW_SECONDS": "0.3",
     "DELIVERY_DATABASE_TIMEOUT_SECONDS": "1",
     "WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,1.5s",
+    # A name server that never answers costs a second; a failed name is asked again after 0.5 s.
+    "WEBHOOK_DNS_TIMEOUT_SECONDS": "1",
+    "WEBHOOK_DNS_NEGATIVE_TTL_SECONDS": "0.5",
     "WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{_run_dir}/scheduler.sqlite3",
 }

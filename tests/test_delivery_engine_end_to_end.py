@@ -3,7 +3,6 @@ slow receivers hold no Celery thread, and a stopping worker sends nothing twice.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -104,12 +103,11 @@ def test_a_stopping_worker_finishes_its_calls_and_gives_back_the_rest_uncounted(
                timeout=10, what="all six to be claimed")
 
     # When it gets SIGTERM
-    stopped_at = time.monotonic()
-    worker.stop()
+    exit_code = worker.stop(grace=60)
 
-    # Then it exits once its two calls are recorded, the other four waiting again, uncounted
-    assert time.monotonic() - stopped_at < 10
-    assert not worker.is_running()
+    # Then it exits by itself (not killed) once its two calls are recorded, the other four
+    # waiting again, uncounted
+    assert exit_code == 0, worker.log_tail()
     statuses = Counter(Message.objects.filter(message_id__in=ids).values_list("status", flat=True))
     assert statuses == Counter({MessageStatus.DELIVERED: 2, MessageStatus.SCHEDULED: 4})
     assert DeliveryAttempt.objects.filter(message__message_id__in=ids).count() == 2

@@ -530,3 +530,48 @@ def test_a_payload_with_a_nul_character_is_refused_on_every_database(api):
                                       "payload": {"text": "a\x00b"}, "webhookUrl": "http://127.0.0.1:9/x"})
     assert response.status_code == 400
     assert "NUL" in response.json()["detail"]
+
+
+# --- bodies no rule could read ---------------------------------------------------------------
+
+
+def test_json_nested_a_hundred_thousand_deep_is_refused_not_a_500(api, rows_before):
+    raw = b'{"id":"deep","scheduleTo":"2030-01-01T00:00:00Z","webhookUrl":"https://example.com/","payload":' + (
+        b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+    response = post_raw(api, raw)
+
+    assert_refused(response, 400)
+    assert_no_trace(api, rows_before)
+
+
+@pytest.mark.parametrize(("depth", "status"), [(200, 200), (201, 400), (900, 400)])
+def test_a_payload_may_nest_two_hundred_deep(api, rows_before, depth, status):
+    payload = [0]
+    for _ in range(depth - 1):
+        payload = [payload]
+
+    response = api.post("/messages", message_body(payload=payload))
+
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert_refused(response, 400, field="payload")
+        assert_no_trace(api, rows_before)
+
+
+def test_a_lone_surrogate_in_the_payload_is_refused_not_a_500(api, rows_before):
+    raw = b'{"id":"lone","scheduleTo":"2030-01-01T00:00:00Z","webhookUrl":"https://example.com/","payload":{"s":"\\ud800"}}'
+
+    response = post_raw(api, raw)
+
+    assert_refused(response, 400, field="payload")
+    assert_no_trace(api, rows_before)
+
+
+def test_a_body_past_djangos_upload_limit_gets_the_json_413(api, rows_before):
+    raw = json.dumps(message_body(padding="p" * (3 * 1024 * 1024))).encode()
+
+    response = post_raw(api, raw)
+
+    assert_refused(response, 413)
+    assert_no_trace(api, rows_before)

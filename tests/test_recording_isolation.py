@@ -112,7 +112,12 @@ def test_a_row_that_cannot_be_stored_falls_back_alone_and_keeps_a_minimal_record
 @pytest.mark.django_db(transaction=True)  # the retries close the connection, as in an outage
 @override_settings(DELIVERY_RECORD_RETRY_SECONDS=0.3)
 def test_a_database_away_past_the_retries_leaves_the_batch_claimed_without_raising(monkeypatch):
-    messages = claimed(50)
+    # Due tomorrow, claimed as of tomorrow: committed rows that a worker left running by an
+    # earlier test could otherwise claim through a stale task (SQLite reuses flushed pks).
+    tomorrow = timezone.now() + timedelta(days=1)
+    for n in range(50):
+        make_message(message_id=f"away-{n}", due_at=tomorrow)
+    messages = delivery.claim_due_messages(list(Message.objects.values_list("pk", flat=True)), now=tomorrow)
     calls = 0
 
     def away(outcomes, *, now):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from messages.api.exceptions import RequestTooLarge
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -36,6 +39,14 @@ def _first_error_sentence(errors: dict[str, list[str]]) -> str:
     if field == "non_field_errors":
         return f"Invalid request: {messages[0]}"
     return f"Invalid {field}: {messages[0]}"
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """What Django refuses before DRF sees the request. A body past DATA_UPLOAD_MAX_MEMORY_SIZE
+    is the API's 413, as one past the parser's own cap is; the rest a JSON 400, not HTML."""
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse({"detail": RequestTooLarge.default_detail}, status=413)
+    return JsonResponse({"detail": "Bad request."}, status=400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

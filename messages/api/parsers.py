@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 from django.conf import settings
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from messages.api.exceptions import RequestTooLarge
@@ -20,4 +21,8 @@ class BoundedJSONParser(JSONParser):
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise RequestTooLarge()
-        return super().parse(io.BytesIO(body), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(body), media_type, parser_context)
+        except RecursionError:
+            # `[[[[…` a hundred thousand deep: Python's parser gives up before any rule could.
+            raise ParseError("JSON parse error - nested too deeply.") from None

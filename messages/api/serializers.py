@@ -26,6 +26,7 @@ WEBHOOK_URL_MAX_LENGTH = 2048
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
 MAX_HEADERS = 50
+PAYLOAD_MAX_DEPTH = 200
 # Set by the connection or by this service on every call: a message may not override them.
 RESERVED_HEADERS = frozenset(
     {
@@ -75,6 +76,9 @@ def validate_payload(value: Any) -> str:
     """Returns the JSON text that is stored and sent: encoded once, here."""
     if not isinstance(value, (dict, list)):
         raise serializers.ValidationError("Must be a JSON object or array.")
+    if _depth(value) > PAYLOAD_MAX_DEPTH:
+        # Deeper would reach Python's recursion limit in the checks and encoding below.
+        raise serializers.ValidationError(f"Must not nest arrays and objects more than {PAYLOAD_MAX_DEPTH} deep.")
     if _contains_nul(value):
         # PostgreSQL cannot store it in text; refused everywhere, so both databases agree.
         raise serializers.ValidationError("Must not contain the NUL character (\\u0000).")
@@ -87,6 +91,20 @@ def validate_payload(value: Any) -> str:
         # 413, not 400: the request is well-formed, only too large.
         raise RequestTooLarge(f"payload is larger than {settings.PAYLOAD_MAX_BYTES} bytes encoded as JSON.")
     return text
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= PAYLOAD_MAX_DEPTH:
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _contains_nul(value: Any) -> bool:

@@ -68,11 +68,13 @@ class DnsServer:
         while not self._stopping.is_set():
             try:
                 packet, client = self._socket.recvfrom(4096)
+                reply = self._reply(packet)
+                if reply is not None:
+                    self._socket.sendto(reply, client)
             except TimeoutError:
                 continue
-            reply = self._reply(packet)
-            if reply is not None:
-                self._socket.sendto(reply, client)
+            except Exception:  # noqa: S112 - one bad exchange must not end the session's name server
+                continue
 
     def _reply(self, packet: bytes) -> bytes | None:
         try:
