@@ -53,7 +53,7 @@ def _claim_lease_errors() -> list[Error]:
         return [Error(
             "2 × DELIVERY_CLAIM_RENEW_SECONDS + DELIVERY_DATABASE_TIMEOUT_SECONDS must stay below half of "
             "DELIVERY_CLAIM_GRACE_SECONDS (and the renew interval above 0).",
-            hint="Otherwise a worker that is alive could stop calling, or have its claims recovered and sent twice.",
+            hint="Otherwise a live worker's claims would go stale between renewals, and it would stop calling them.",
             id="scheduler.E004",
         )]
     return []

@@ -24,13 +24,17 @@ def close_obsolete_database_connections(**kwargs: object) -> None:
 @worker_init.connect
 def refuse_settings_that_fail_system_checks(**kwargs: object) -> None:
     """manage.py runs the system checks; a worker started on its own must too, or settings
-    that make delivery wrong would only show as wrong deliveries."""
+    that make delivery wrong would only show as wrong deliveries. SystemExit, because Celery
+    logs an Exception raised by a signal handler and starts anyway."""
+    import logging
+
     from django.core import checks
-    from django.core.exceptions import ImproperlyConfigured
 
     errors = [error for error in checks.run_checks() if error.is_serious()]
     if errors:
-        raise ImproperlyConfigured("\n".join(str(error) for error in errors))
+        for error in errors:
+            logging.getLogger(__name__).critical("refusing to start: %s", error)
+        raise SystemExit(1)
 
 
 @worker_shutting_down.connect

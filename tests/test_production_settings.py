@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.factories import make_message
+from tests.support import processes
 from tests.support.processes import ROOT
 
 
@@ -53,3 +54,17 @@ def test_payloads_and_tokens_never_reach_the_logs(api, receiver, hook_path, capl
     assert "quiet-2" in caplog.text  # the message id is logged
     for secret in ("4111-1111-1111-1111", "downstream-secret", "test-token"):
         assert secret not in caplog.text
+
+
+def test_a_worker_refuses_to_start_on_settings_that_fail_the_system_checks():
+    # A renew interval the grace cannot hold (scheduler.E004): manage.py would refuse it, so must the worker
+    env = processes.process_env(DELIVERY_CLAIM_RENEW_SECONDS="100")
+    worker = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "scheduler_project", "worker", "-Q", "deliveries", "-P", "threads",
+         "-c", "1", "-n", "refused@%h", "--without-gossip", "--without-mingle"],
+        cwd=processes.ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+    assert worker.returncode == 1
+    assert "refusing to start" in worker.stderr + worker.stdout
+    assert "scheduler.E004" in worker.stderr + worker.stdout
