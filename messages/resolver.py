@@ -8,6 +8,7 @@ connector keeps the answers, so only failures are cached here.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
 from collections.abc import Sequence
@@ -152,18 +153,39 @@ def c_ares_timing(bound_seconds: float, server_count: int) -> tuple[float, int]:
     return bound_seconds / servers, 1  # below c-ares' floor: the bound's own timeout cuts it short
 
 
+RESOLV_CONF = "/etc/resolv.conf"
+
+
 def name_server_count(servers: Sequence[str]) -> int:
     """How many servers c-ares will ask: the given ones ("ip", "ip:port", "[ipv6]:port"), or
-    resolv.conf's. Read on a channel that is never used (a socket callback: no thread started)."""
-    probe = pycares.Channel(sock_state_cb=lambda fd, readable, writable: None)
+    resolv.conf's. Read without a c-ares channel: a channel made and closed before the real one
+    made that one's first lookup fail ("Could not contact DNS servers"), the first webhook call
+    of every worker process whose host is a name."""
+    if servers:
+        for server in servers:
+            _check_server(server)
+        return len(servers)
     try:
-        if servers:
-            probe.servers = servers
-        return len(probe.servers)
-    except pycares.AresError as error:
-        raise ImproperlyConfigured(f"WEBHOOK_DNS_SERVERS {list(servers)!r}: {error.args[-1]}") from error
-    finally:
-        probe.close()
+        with open(RESOLV_CONF) as conf:
+            listed = [line for line in conf if line.split()[:1] == ["nameserver"]]
+    except OSError:
+        return 1
+    return max(len(listed), 1)
+
+
+def _check_server(server: str) -> None:
+    host, port = server, ""
+    if server.startswith("["):
+        host, _, port = server[1:].partition("]")
+        port = port.removeprefix(":")
+    elif server.count(":") == 1:
+        host, port = server.split(":")
+    try:
+        ipaddress.ip_address(host)
+        if port and not 0 < int(port) < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise ImproperlyConfigured(f"WEBHOOK_DNS_SERVERS: {server!r} is not an IP address with an optional port.") from None
 
 
 def _is_from_closing(error: OSError) -> bool:

@@ -77,13 +77,12 @@ def test_hostile_receivers_never_touch_the_ordinary_messages_due_with_them(api, 
         calls = service.wait_for_calls(path, 1, timeout=15)
         assert len(calls) == 1, message_id
         assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS, message_id
-    # And those by a name that resolves arrive once, never early, whatever the silent lookups.
-    # (Not held to the lateness bound: in 2 of ~10 full-suite runs one lookup of the name never
-    # reached the name server and timed out; its retry went through. Open, in the closing note.)
+    # And so do those by a name that resolves, however many lookups hang beside them
     for message_id, path in by_name.items():
-        calls = service.wait_for_calls(path, 1, timeout=20)
+        calls = service.wait_for_calls(path, 1, timeout=15)
+        # The name server's count tells a lookup that never reached it from one it answered.
         assert len(calls) == 1, (message_id, f"{RESOLVING_NAME} queried {dns_server.queries(RESOLVING_NAME)} times")
-        assert calls[0].arrived_at >= due.timestamp(), message_id
+        assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS, message_id
     wait_until(lambda: Message.objects.filter(message_id__in=[*ordinary, *by_name], status=MessageStatus.DELIVERED)
                .count() == 2 * ORDINARY_COUNT, timeout=10, what="the ordinary deliveries to be recorded")
 

@@ -4,7 +4,10 @@ shared queries, and a silent name server that delays nobody else."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -16,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from messages.resolver import BoundedResolver, c_ares_timing
 from messages.webhook_client import error_name
 from tests.support.dns_server import DnsServer
+from tests.support.processes import ROOT
 
 T = TypeVar("T")
 
@@ -229,3 +233,20 @@ def test_closing_the_resolver_ends_its_lookups_at_once_with_a_connection_error(d
 
     assert type(error) is OSError
     assert elapsed < TIMEOUT_SECONDS
+
+
+def test_the_first_lookup_in_a_new_process_resolves():
+    # A fresh process: every worker's first webhook call to a hostname is this lookup
+    program = (
+        "import asyncio, socket, django; django.setup()\n"
+        "from messages.resolver import BoundedResolver\n"
+        "async def first():\n"
+        "    return await BoundedResolver().resolve('localhost', 80, socket.AF_UNSPEC)\n"
+        "print(sorted(result['host'] for result in asyncio.run(first())))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    completed = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=60)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "127.0.0.1" in completed.stdout
