@@ -376,46 +376,36 @@ def _log_attempt(outcome: AttemptOutcome) -> None:
 
 
 def recover_stale_claims(*, now: datetime) -> int:
-    """A claim not renewed within its lifetime means its worker is gone: the call counts as lost.
-
-    Both sides of the test are the database's clock (claimed_at is written by it), so two
-    hosts' clocks never meet here. Messages in flight are few, so each one's own timeout is
-    applied in Python, not in SQL."""
+    """A claim not renewed within its lifetime means its worker is gone: the call counts as lost."""
     database_time = database_now()
-    stale = [message for message in _sending_claimed_before(database_time - _claim_lifetime(None))
-             if message.claimed_at < database_time - _claim_lifetime(message)]
-    for message in stale:
+    stale = _stale_claims(database_time)
+    for message, cutoff in stale:
         lost = WebhookResult(
             started_at=message.claimed_at,
             duration_ms=duration_ms((database_time - message.claimed_at).total_seconds()),
             error=WORKER_LOST,
         )
-        record_attempts([(message, lost)], now=now, claimed_before=database_time - _claim_lifetime(message))
+        record_attempts([(message, lost)], now=now, claimed_before=cutoff)
     return len(stale)
 
 
 def stuck_claims() -> list[Message]:
     """Stale claims that recovery should have cleared a recovery period ago and did not:
     for /health and the admin, where an operator can release them."""
-    database_time = database_now()
-    margin = timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
-    return [message for message in _sending_claimed_before(database_time - _claim_lifetime(None) - margin)
-            if message.claimed_at < database_time - _claim_lifetime(message) - margin]
+    return [message for message, _cutoff in _stale_claims(database_now(), margin=_stuck_margin())]
 
 
 def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
     """An operator's last resort: the message is marked failed (its fate unknown, no attempt
     recorded), so that it can be looked at and retried by hand."""
-    database_time = database_now()
-    margin = timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
+    selected = set(message_pks)
     released = 0
-    for message in stuck_claims():
-        if message.pk not in set(message_pks):
+    for message, cutoff in _stale_claims(database_now(), margin=_stuck_margin()):
+        if message.pk not in selected:
             continue
         # Guarded as recovery is: a claim renewed or recovered since it was listed is left alone.
         released += Message.objects.filter(
-            pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token,
-            claimed_at__lt=database_time - _claim_lifetime(message) - margin,
+            pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token, claimed_at__lt=cutoff,
         ).update(
             status=MessageStatus.FAILED, claim_token=None, claimed_at=None, due_at=None, enqueued_at=None,
             finished_at=now, last_status_code=None, last_error=RELEASED_STUCK,
@@ -423,8 +413,24 @@ def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
     return released
 
 
-def _sending_claimed_before(moment: datetime) -> list[Message]:
-    return list(Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=moment).defer("payload_json"))
+def _stale_claims(database_time: datetime, *, margin: timedelta = timedelta(0)) -> list[tuple[Message, datetime]]:
+    """Claims in flight not renewed since their cutoff (their lifetime and `margin` before
+    `database_time`), each with that cutoff. Both sides of the test are the database's clock
+    (claimed_at is written by it), so two hosts' clocks never meet here. Messages in flight
+    are few, so each one's own timeout is applied in Python, not in SQL."""
+    candidates = Message.objects.filter(
+        status=MessageStatus.SENDING, claimed_at__lt=database_time - _claim_lifetime(None) - margin
+    ).defer("payload_json")
+    stale = []
+    for message in candidates:
+        cutoff = database_time - _claim_lifetime(message) - margin
+        if message.claimed_at < cutoff:
+            stale.append((message, cutoff))
+    return stale
+
+
+def _stuck_margin() -> timedelta:
+    return timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
 
 
 def _claim_lifetime(message: Message | None) -> timedelta:

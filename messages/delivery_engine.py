@@ -137,8 +137,7 @@ class DeliveryEngine:
         """The same claim, calls and records, all waited for in the calling thread (tests, a
         management command): its database transaction is the one that sees the rows."""
         claim = delivery.claim_messages(message_pks, now=timezone.now(), within=delivery.claim_window())
-        lease = Lease(token=claim.token, renewed_at=claim.started_at, outstanding=len(claim.messages))
-        items = [Held(message=message, lease=lease, cost=0) for message in claim.messages]
+        items = _held_items(claim)
 
         async def deliver_all() -> list[BaseException | None]:
             return await asyncio.gather(*(self._deliver(item) for item in items), return_exceptions=True)
@@ -149,14 +148,11 @@ class DeliveryEngine:
         delivery.release_claims([item.message for item in items if item.result is None])
 
     def _hold(self, claim: delivery.Claim) -> list[Held]:
-        if not claim.messages:
-            return []
-        lease = Lease(token=claim.token, renewed_at=claim.started_at, outstanding=len(claim.messages))
-        items = [Held(message=message, lease=lease, cost=message.payload_bytes + MESSAGE_OVERHEAD_BYTES)
-                 for message in claim.messages]
-        with self._lock:
-            self._leases[claim.token] = lease
-            self._items.update((id(item), item) for item in items)
+        items = _held_items(claim)
+        if items:
+            with self._lock:
+                self._leases[claim.token] = items[0].lease
+                self._items.update((id(item), item) for item in items)
         return items
 
     # --- on the loop ------------------------------------------------------------------------
@@ -295,6 +291,13 @@ class DeliveryEngine:
     def held_count(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+def _held_items(claim: delivery.Claim) -> list[Held]:
+    """The claim's messages under one lease, each costing its payload and its overhead."""
+    lease = Lease(token=claim.token, renewed_at=claim.started_at, outstanding=len(claim.messages))
+    return [Held(message=message, lease=lease, cost=message.payload_bytes + MESSAGE_OVERHEAD_BYTES)
+            for message in claim.messages]
 
 
 def _cancel_unless_calling(item: Held) -> None:

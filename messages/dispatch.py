@@ -112,28 +112,22 @@ def _groups_due_together(rows: Sequence[Row], *, now: datetime) -> Iterable[tupl
     No task carries more than DELIVERY_GROUP_CONCURRENCY messages or DELIVERY_TASK_MAX_BYTES
     of payloads: what one task claims is what one worker must hold at once."""
     window = timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS)
-    yield from ((None, chunk) for chunk in _chunks([row for row in rows if row[2] <= now]))
-    group: list[Row] = []
-    for row in (row for row in rows if row[2] > now):
-        if group and (_is_full(group, row) or row[2] - group[0][2] > window):
-            yield group[0][2], group
-            group = []
-        group.append(row)
-    if group:
-        yield group[0][2], group
+    yield from ((None, chunk) for chunk in _tasks([row for row in rows if row[2] <= now], window=None))
+    yield from ((group[0][2], group) for group in _tasks([row for row in rows if row[2] > now], window=window))
 
 
-def _chunks(rows: Sequence[Row]) -> Iterable[list[Row]]:
-    chunk: list[Row] = []
+def _tasks(rows: Sequence[Row], *, window: timedelta | None) -> Iterable[list[Row]]:
+    """Consecutive rows in tasks within the count and byte caps and, with a window, due within
+    it of the task's first."""
+    most = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
+    task: list[Row] = []
+    task_bytes = 0
     for row in rows:
-        if chunk and _is_full(chunk, row):
-            yield chunk
-            chunk = []
-        chunk.append(row)
-    if chunk:
-        yield chunk
-
-
-def _is_full(group: Sequence[Row], adding: Row) -> bool:
-    return (len(group) >= max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
-            or sum(row[3] for row in group) + adding[3] > settings.DELIVERY_TASK_MAX_BYTES)
+        is_full = len(task) >= most or task_bytes + row[3] > settings.DELIVERY_TASK_MAX_BYTES
+        if task and (is_full or (window is not None and row[2] - task[0][2] > window)):
+            yield task
+            task, task_bytes = [], 0
+        task.append(row)
+        task_bytes += row[3]
+    if task:
+        yield task

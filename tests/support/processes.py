@@ -115,19 +115,18 @@ class CeleryProcess:
 
 def worker(name: str, *, env: dict[str, str], run_dir: str) -> CeleryProcess:
     """A delivery worker, as the Procfile's worker line starts it."""
-    return CeleryProcess(
-        name,
-        ["worker", "-Q", "deliveries", "-P", "threads", "-c", "16", "-n", f"{name}@%h",
-         "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, run_dir=run_dir,
-    )
+    return _celery_worker(name, queue="deliveries", threads=16, env=env, run_dir=run_dir)
 
 
 def maintenance_worker(name: str, *, env: dict[str, str], run_dir: str) -> CeleryProcess:
     """The consumer of beat's ticks, as the Procfile's maintenance line starts it."""
+    return _celery_worker(name, queue="maintenance", threads=2, env=env, run_dir=run_dir)
+
+
+def _celery_worker(name: str, *, queue: str, threads: int, env: dict[str, str], run_dir: str) -> CeleryProcess:
     return CeleryProcess(
         name,
-        ["worker", "-Q", "maintenance", "-P", "threads", "-c", "2", "-n", f"{name}@%h",
+        ["worker", "-Q", queue, "-P", "threads", "-c", str(threads), "-n", f"{name}@%h",
          "--without-gossip", "--without-mingle", "-l", "INFO"],
         env=env, run_dir=run_dir,
     )
