@@ -30,7 +30,8 @@ COPY . .
 # refuse to load without SECRET_KEY: the dummy values live only in this RUN line and never
 # reach a running container. The code stays root-owned (read-only to the app user); only var/
 # is writable, for the SQLite file when DATABASE_URL is unset.
-RUN SECRET_KEY=build API_TOKEN=build python manage.py collectstatic --noinput \
+RUN SECRET_KEY=build-only-never-used-at-runtime-0123456789 API_TOKEN=build-only-never-used-at-runtime-0123456789 \
+    python manage.py collectstatic --noinput \
     && chown app:app var
 
 # Numeric, so an orchestrator can verify the user is not root without reading /etc/passwd.

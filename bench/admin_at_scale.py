@@ -40,7 +40,7 @@ def main() -> None:
         (f"m-{n}", FAR_FUTURE + datetime.timedelta(seconds=n), "http://127.0.0.1:9/x") for n in range(count)
     )
     os.environ.update(DJANGO_SETTINGS_MODULE="scheduler_project.settings", READ_DOT_ENV="false",
-                      SECRET_KEY="bench-" * 10, API_TOKEN="bench-token", ALLOWED_HOSTS="testserver",
+                      SECRET_KEY="bench-" * 10, API_TOKEN="bench-token-" * 4, ALLOWED_HOSTS="testserver",
                       DATABASE_URL=database.url)
     sys.path.insert(0, str(ROOT))
     import django
@@ -54,7 +54,7 @@ def main() -> None:
     from django.test import Client
 
     admin = User.objects.create_superuser("bench-admin", "bench@example.com", "bench-password-1")
-    client = Client(HTTP_AUTHORIZATION="Bearer bench-token")
+    client = Client(HTTP_AUTHORIZATION="Bearer " + "bench-token-" * 4)
     client.force_login(admin)
     print(f"{count:,} pending messages in {database.url}")
     for label, url in PAGES:

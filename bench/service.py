@@ -55,11 +55,14 @@ def wait_until(condition, *, timeout: float, interval: float = 0.05, what: str) 
 # --- Databases -----------------------------------------------------------------------------
 
 MESSAGE_COLUMNS = (
-    "message_id, status, schedule_to, due_at, webhook_url, payload_json, headers, max_attempts, "
+    "message_id, status, schedule_to, due_at, webhook_url, payload_json, headers_sealed, max_attempts, "
     "timeout_seconds, attempt_count, attempt_count_at_resend, last_status_code, last_error, "
-    "created_at, enqueued_at, claimed_at, claim_token, finished_at, payload_bytes, delivery_id"
+    "created_at, enqueued_at, claimed_at, claim_token, finished_at, payload_bytes, delivery_id, owner_id"
 )
 COLUMN_COUNT = MESSAGE_COLUMNS.count(",") + 1
+# messages.models.API_TOKEN_KEY_ID (not imported: this runs outside Django). The bench's
+# requests carry API_TOKEN, so the rows it loads are that key's.
+API_TOKEN_KEY_ID = 0
 
 
 def bench_delivery_id(message_id: str) -> str:
@@ -88,8 +91,9 @@ class SQLiteDatabase:
         """One executemany INSERT in one transaction, as Django stores the columns."""
         created = _sqlite_datetime(datetime.now(UTC))
         values = (
-            (message_id, "scheduled", _sqlite_datetime(due_at), _sqlite_datetime(due_at), url, "{}", "{}",
-             None, None, 0, 0, None, "", created, None, None, None, None, 2, bench_delivery_id(message_id))
+            (message_id, "scheduled", _sqlite_datetime(due_at), _sqlite_datetime(due_at), url, "{}", "",
+             None, None, 0, 0, None, "", created, None, None, None, None, 2, bench_delivery_id(message_id),
+             API_TOKEN_KEY_ID)
             for message_id, due_at, url in rows
         )
         with sqlite3.connect(self.path, timeout=30) as connection:
@@ -144,8 +148,8 @@ class PostgresDatabase:
 
         created = datetime.now(UTC)
         values = (
-            (message_id, "scheduled", due_at, due_at, url, "{}", "{}", None, None, 0, 0, None, "",
-             created, None, None, None, None, 2, bench_delivery_id(message_id))
+            (message_id, "scheduled", due_at, due_at, url, "{}", "", None, None, 0, 0, None, "",
+             created, None, None, None, None, 2, bench_delivery_id(message_id), API_TOKEN_KEY_ID)
             for message_id, due_at, url in rows
         )
         # headers is still jsonb; the payload is text.
@@ -196,6 +200,8 @@ class Service:
             # target policy nor a rate limit may stand in the way, whatever the defaults become.
             "WEBHOOK_BLOCK_PRIVATE_NETWORKS": "false",
             "API_RATE_LIMIT": "",
+            # Its readiness polls hit /health far more often than a probe does.
+            "API_PUBLIC_RATE_LIMIT": "",
         }
         self._session = requests.Session()
         self._session.trust_env = False

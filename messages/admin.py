@@ -1,6 +1,8 @@
 """Django admin for ops staff: look messages up, see their attempts, deliver now, cancel, retry.
 
 Nothing is edited in place: every change goes through messages.scheduling, like the API's.
+Ops staff see every key's messages, but never the credentials a client gave for its receiver:
+header values and URL userinfo are masked here as in the API.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from messages.api_keys import issue_secret, revoke_api_key
+from messages.confidential import HeadersUnreadable, masked_headers, masked_url
 from messages.delivery import release_stuck_claims, stuck_claims
 from messages.models import ApiKey, DeliveryAttempt, Message, MessageStatus
 from messages.row_counts import planner_row_estimate
@@ -177,7 +180,7 @@ class BoundedCountPaginator(Paginator):
 class MessageChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: list[str] | None = None) -> QuerySet[Message]:
         # A payload may be a megabyte: a page of 100 rows must not read them, it never shows them.
-        return super().get_queryset(request, exclude_parameters).defer("payload_json", "headers")
+        return super().get_queryset(request, exclude_parameters).defer("payload_json", "headers_sealed")
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -203,8 +206,9 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("message_id", "status", "due", "attempt_count", "last_result", "target_host")
-    list_filter = ("status", DueFilter, StuckFilter)
+    list_display = ("message_id", "owner", "status", "due", "attempt_count", "last_result", "target_host")
+    list_select_related = ("owner",)
+    list_filter = ("status", DueFilter, StuckFilter, "owner")
     # Both fields are declared for the search box; get_search_results picks one per term.
     search_fields = ("message_id__exact", "webhook_url__startswith")
     search_help_text = "An exact message id, or the start of a webhook URL (https://host/...)."
@@ -216,7 +220,7 @@ class MessageAdmin(admin.ModelAdmin):
     inlines = (DeliveryAttemptInline,)
     actions = ("deliver_now", "cancel", "retry", "release_stuck")
     fieldsets = (
-        (None, {"fields": ("message_id", "status", "webhook_url", "schedule_to", "due_at", "created_at")}),
+        (None, {"fields": ("message_id", "owner", "status", "shown_webhook_url", "schedule_to", "due_at", "created_at")}),
         ("Delivery", {"fields": (
             "attempt_count", "attempt_count_at_resend", "max_attempts", "timeout_seconds",
             "last_status_code", "last_error", "finished_at",
@@ -245,13 +249,20 @@ class MessageAdmin(admin.ModelAdmin):
     def target_host(self, message: Message) -> str:
         return target_host(message.webhook_url)
 
+    @admin.display(description="Webhook URL")
+    def shown_webhook_url(self, message: Message) -> str:
+        return masked_url(message.webhook_url)
+
     @admin.display(description="Payload")
     def formatted_payload(self, message: Message) -> SafeString:
         return pretty_json(message.payload)
 
-    @admin.display(description="Headers")
-    def formatted_headers(self, message: Message) -> SafeString:
-        return pretty_json(message.headers)
+    @admin.display(description="Headers (values masked)")
+    def formatted_headers(self, message: Message) -> SafeString | str:
+        try:
+            return pretty_json(masked_headers(message.headers))
+        except HeadersUnreadable:
+            return "Unreadable: sealed with a key no longer in HEADER_ENCRYPTION_KEYS."
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return MessageChangeList
@@ -259,15 +270,17 @@ class MessageAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
     ) -> tuple[QuerySet[Message], bool]:
-        # message_id is indexed (by_message_id_created and the unique constraint), so an id is
-        # looked up exactly. webhook_url has no index: a URL prefix scans the table, so only
-        # terms that look like a URL pay for it. An OR of both would scan for every search.
+        # message_id is indexed after the owner (by_owner_message_id_created and the unique
+        # constraint): naming every key, a handful, lets the index find an id of any owner.
+        # webhook_url has no index: a URL prefix scans the table, so only terms that look like
+        # a URL pay for it. An OR of both would scan for every search.
         term = search_term.strip()
         if not term:
             return queryset, False
         if term.startswith(URL_SCHEMES):
             return queryset.filter(webhook_url__startswith=term), False
-        return queryset.filter(message_id=term), False
+        every_owner = list(ApiKey.objects.values_list("pk", flat=True))
+        return queryset.filter(owner_id__in=every_owner, message_id=term), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # messages come in through the API, which validates them
@@ -305,7 +318,9 @@ class MessageAdmin(admin.ModelAdmin):
     def _run_per_message(
         self, request: HttpRequest, queryset: QuerySet[Message], operation: Callable[..., object], *, done: str
     ) -> None:
-        selected = list(queryset.order_by().values_list("message_id", "status")[: MAX_MESSAGES_PER_ACTION + 1])
+        selected = list(
+            queryset.order_by().values_list("owner_id", "message_id", "status")[: MAX_MESSAGES_PER_ACTION + 1]
+        )
         if len(selected) > MAX_MESSAGES_PER_ACTION:
             self.message_user(request, f"Select at most {MAX_MESSAGES_PER_ACTION} messages at a time.", ERROR)
             return
@@ -317,19 +332,19 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 def run_per_message(
-    selected: list[tuple[str, str]], operation: Callable[..., object]
+    selected: list[tuple[int, str, str]], operation: Callable[..., object]
 ) -> tuple[list[str], dict[str, list[str]]]:
-    """Calls `operation` for each id; returns the ids it succeeded for and the skipped by reason."""
+    """Calls `operation` for each (owner, id); returns the ids it succeeded for and the skipped by reason."""
     succeeded: list[str] = []
     skipped: dict[str, list[str]] = defaultdict(list)
-    for message_id, status in selected:
+    for owner_id, message_id, status in selected:
         if status == MessageStatus.DELIVERED:
             # History: the operations act on the message now holding the id, which may be
             # a newer one the user did not select.
             skipped[SKIP_REASONS[MessageNotFound]].append(message_id)
             continue
         try:
-            operation(message_id=message_id)
+            operation(owner_id=owner_id, message_id=message_id)
         except tuple(SKIP_REASONS) as error:
             skipped[SKIP_REASONS[type(error)]].append(message_id)
         else:
@@ -351,15 +366,19 @@ def listed(message_ids: list[str], limit: int = 10) -> str:
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are created here (the secret is shown once) and revoked here; never edited."""
+    """Keys are created here or with `manage.py create_api_key` (the secret is shown once) and
+    revoked here by staff with the revoke permission; never edited. API_TOKEN's row is listed,
+    as the owner of its messages, but is switched off by removing API_TOKEN, not here."""
 
-    list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = ["name", "prefix", "read_only", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "read_only"]
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return ["name"] if obj is None else ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        if obj is None:
+            return ["name", "read_only"]
+        return ["name", "prefix", "read_only", "created_at", "last_used_at", "revoked_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         return [] if obj is None else self.get_fields(request, obj)
@@ -367,15 +386,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoked keys stay listed, so that their use can be traced
 
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.revoke_apikey")
+
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             return
         secret = issue_secret(obj)
         super().save_model(request, obj, form, change)
+        # MESSAGE_STORAGE keeps this in the server-side session until it is shown, once.
         self.message_user(request, f"API key “{obj.name}” created. Copy it now, it is not shown again: {secret}", WARNING)
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.action(description="Revoke selected API keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        for key in queryset:
+        keys = list(queryset)
+        for key in keys:
+            if key.is_api_token:
+                self.message_user(request, "API_TOKEN is not revoked here: remove it from the environment.", ERROR)
+                continue
             revoke_api_key(key)
-        self.message_user(request, f"Revoked {queryset.count()} key(s).", SUCCESS)
+        revoked = sum(not key.is_api_token for key in keys)
+        if revoked:
+            self.message_user(request, f"Revoked {revoked} key(s).", SUCCESS)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from messages.models import ApiKey
+from messages.models import API_TOKEN_KEY_HASH, API_TOKEN_KEY_ID, ApiKey
 
 KEY_PREFIX = "whs_"
 # Writing last_used_at on every request would put a write on the hot path; once a minute is enough.
@@ -26,11 +26,18 @@ def issue_secret(key: ApiKey) -> str:
     return raw_key
 
 
-def create_api_key(*, name: str) -> tuple[ApiKey, str]:
-    key = ApiKey(name=name)
+def create_api_key(*, name: str, read_only: bool = False) -> tuple[ApiKey, str]:
+    key = ApiKey(name=name, read_only=read_only)
     raw_key = issue_secret(key)
     key.save()
     return key, raw_key
+
+
+def ensure_api_token_key(**kwargs: object) -> None:
+    """The row standing for API_TOKEN (migration 0005 creates it; a flushed database needs it back)."""
+    ApiKey.objects.get_or_create(
+        pk=API_TOKEN_KEY_ID, defaults={"name": "API_TOKEN", "prefix": "API_TOKEN", "key_hash": API_TOKEN_KEY_HASH}
+    )
 
 
 def find_active_key(raw_key: str, *, now: datetime | None = None) -> ApiKey | None:

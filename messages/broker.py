@@ -20,7 +20,8 @@ from scheduler_project.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "scheduler:"
-TASK_ID_KEY = KEY_PREFIX + "task:{message_id}"
+# By row id: client ids are only unique per owner.
+TASK_ID_KEY = KEY_PREFIX + "task:{message_pk}"
 HEARTBEAT_KEY = KEY_PREFIX + "heartbeat"
 # Written once and never expired: when it is missing, Redis lost its data (restart, FLUSHALL).
 BROKER_EPOCH_KEY = KEY_PREFIX + "broker-epoch"
@@ -34,18 +35,18 @@ def redis_client() -> redis.Redis:
     )
 
 
-def remember_task_id(message_id: str, task_id: str, *, ttl_seconds: int) -> None:
-    redis_client().set(TASK_ID_KEY.format(message_id=message_id), task_id, ex=ttl_seconds)
+def remember_task_id(message_pk: int, task_id: str, *, ttl_seconds: int) -> None:
+    redis_client().set(TASK_ID_KEY.format(message_pk=message_pk), task_id, ex=ttl_seconds)
 
 
-def revoke_task_of(message_id: str) -> None:
+def revoke_task_of(message_pk: int) -> None:
     """Best effort: the claim in the database is what stops a cancelled message."""
     try:
-        task_id = redis_client().getdel(TASK_ID_KEY.format(message_id=message_id))
+        task_id = redis_client().getdel(TASK_ID_KEY.format(message_pk=message_pk))
         if task_id:
             celery_app.control.revoke(task_id.decode())
     except (redis.RedisError, OSError) as error:
-        logger.warning("revoke skipped for message %s: %s", message_id, error)
+        logger.warning("revoke skipped for message %s: %s", message_pk, error)
 
 
 CLOCK_SKEW_KEY = KEY_PREFIX + "worker-clock-skew"

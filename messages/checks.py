@@ -1,11 +1,26 @@
-"""Start-up checks for settings that would make delivery wrong rather than fail loudly."""
+"""Start-up checks for settings that would make delivery wrong rather than fail loudly, and the
+gate that runs every system check in the processes manage.py does not start."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, register, run_checks
+
+logger = logging.getLogger(__name__)
+
+
+def exit_on_system_check_errors() -> None:
+    """What manage.py does before a command, for the web server, the workers and beat: every
+    system check runs (Django's and ours), and an error stops the process. SystemExit, because
+    Celery logs an Exception raised by a signal handler and starts anyway."""
+    errors = [error for error in run_checks() if error.is_serious() and not error.is_silenced()]
+    for error in errors:
+        logger.critical("refusing to start: %s", error)
+    if errors:
+        raise SystemExit(1)
 
 
 @register()

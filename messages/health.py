@@ -1,9 +1,13 @@
-"""GET /health: the database, Redis and the worker + beat pair, each checked for real."""
+"""GET /health: the database, Redis and the worker + beat pair, each checked for real, the
+report shared for HEALTH_CACHE_SECONDS by every web process; GET /readyz: the database and Redis."""
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+import threading
+import time
+from dataclasses import asdict, dataclass, field
 
 import redis
 from django.conf import settings
@@ -11,9 +15,19 @@ from django.db import DatabaseError, connection
 
 from messages import broker
 from messages.delivery import stuck_claims
+from messages.listing import EXACT_COUNT_UP_TO
 from messages.models import Message
+from messages.row_counts import count_rows
 
 logger = logging.getLogger(__name__)
+
+REPORT_KEY = broker.KEY_PREFIX + "health-report"
+# Held by the one process that checks while the others wait for its report.
+REPORT_LOCK_KEY = broker.KEY_PREFIX + "health-report-lock"
+# A check takes milliseconds; one that takes longer (a database or Redis slow to answer) lets
+# each waiting request check by itself after this, as every request did before the cache.
+REPORT_WAIT_SECONDS = 1.0
+REPORT_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -59,7 +73,9 @@ def check_health() -> HealthReport:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        report.scheduled_jobs = Message.objects.pending().count()
+        # Exact up to GET /messages' bound (SQLite always: 15-20 ms at a million, via the
+        # due_at index, once per HEALTH_CACHE_SECONDS); past it PostgreSQL's planner estimate.
+        report.scheduled_jobs = count_rows(Message.objects.pending(), exact_up_to=EXACT_COUNT_UP_TO).value
         # Few rows (messages in flight), read through the status index.
         report.stuck_messages = len(stuck_claims())
         if report.stuck_messages:
@@ -78,6 +94,126 @@ def check_health() -> HealthReport:
             report.failing.append("scheduler")
     except (redis.RedisError, OSError) as error:
         logger.warning("health: redis unavailable: %s", error)
+        report.redis = "disconnected"
+        report.failing.append("redis")
+    return report
+
+
+def current_health() -> HealthReport:
+    """A report at most HEALTH_CACHE_SECONDS old: this process's copy, else the one in Redis,
+    else checked now (by one process at a time, the others waiting for its report)."""
+    max_age = settings.HEALTH_CACHE_SECONDS
+    if max_age <= 0:
+        return check_health()
+    report = _this_process.fresh()
+    if report is not None:
+        return report
+    try:
+        report, seconds_left = _shared_report(max_age)
+    except (redis.RedisError, OSError) as error:
+        # Redis down: each process checks for itself, once per window; its report says so.
+        logger.warning("health: no shared report: %s", error)
+        started = time.monotonic()
+        report, seconds_left = check_health(), max_age - (time.monotonic() - started)
+    _this_process.keep(report, seconds_left)
+    return report
+
+
+def forget_reports() -> None:
+    """The next /health checks afresh (tests; an operator who wants to see a change at once)."""
+    _this_process.keep(None, 0.0)
+    broker.redis_client().delete(REPORT_KEY)
+
+
+class _ProcessCopy:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._report: HealthReport | None = None
+        self._expires_at = 0.0  # time.monotonic()
+
+    def fresh(self) -> HealthReport | None:
+        with self._lock:
+            return self._report if time.monotonic() < self._expires_at else None
+
+    def keep(self, report: HealthReport | None, seconds_left: float) -> None:
+        with self._lock:
+            self._report, self._expires_at = report, time.monotonic() + seconds_left
+
+
+_this_process = _ProcessCopy()
+
+
+def _shared_report(max_age: float) -> tuple[HealthReport, float]:
+    """The report in Redis and its seconds left, checked and stored when there is none."""
+    client = broker.redis_client()
+    shared = _read_shared(client)
+    if shared is not None:
+        return shared
+    token = repr(time.time())
+    # The lock outlives any check that the waiters wait for; released as soon as it is stored.
+    is_checker = bool(client.set(REPORT_LOCK_KEY, token, nx=True, px=int(REPORT_WAIT_SECONDS * 2000)))
+    if not is_checker:
+        deadline = time.monotonic() + REPORT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(REPORT_POLL_SECONDS)
+            shared = _read_shared(client)
+            if shared is not None:
+                return shared
+    started = time.monotonic()
+    report = check_health()
+    seconds_left = max_age - (time.monotonic() - started)
+    try:
+        if seconds_left > 0.001:
+            client.set(REPORT_KEY, json.dumps(asdict(report)), px=int(seconds_left * 1000))
+        if is_checker and client.get(REPORT_LOCK_KEY) == token.encode():
+            client.delete(REPORT_LOCK_KEY)
+    except (redis.RedisError, OSError) as error:
+        logger.warning("health: report not shared: %s", error)
+    return report, seconds_left
+
+
+def _read_shared(client: redis.Redis) -> tuple[HealthReport, float] | None:
+    pipe = client.pipeline(transaction=False)
+    pipe.get(REPORT_KEY)
+    pipe.pttl(REPORT_KEY)
+    raw, milliseconds_left = pipe.execute()
+    if raw is None or milliseconds_left <= 0:
+        return None
+    try:
+        return HealthReport(**json.loads(raw)), milliseconds_left / 1000
+    except (TypeError, ValueError):
+        return None  # written by another version of this code during a deploy: check anew
+
+
+@dataclass
+class ReadinessReport:
+    database: str = "connected"
+    redis: str = "connected"
+    failing: list[str] = field(default_factory=list)
+
+    @property
+    def is_ready(self) -> bool:
+        return not self.failing
+
+    def as_dict(self) -> dict[str, object]:
+        return {"status": "ready" if self.is_ready else "unready", "database": self.database,
+                "redis": self.redis, "failing": self.failing}
+
+
+def check_readiness() -> ReadinessReport:
+    """What a load balancer needs before sending requests here: the database and Redis answer."""
+    report = ReadinessReport()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as error:
+        logger.warning("readiness: database unavailable: %s", error)
+        report.database = "disconnected"
+        report.failing.append("database")
+    try:
+        broker.redis_client().ping()
+    except (redis.RedisError, OSError) as error:
+        logger.warning("readiness: redis unavailable: %s", error)
         report.redis = "disconnected"
         report.failing.append("redis")
     return report

@@ -1,4 +1,4 @@
-"""GET /messages: pending messages in next-run order, or one status, paged by a cursor."""
+"""GET /messages: one owner's pending messages in next-run order, or one status, paged by a cursor."""
 
 from __future__ import annotations
 
@@ -33,10 +33,11 @@ class MessagePage:
     next_cursor: str | None
 
 
-def list_messages(*, status: str | None, limit: int, cursor: str | None) -> MessagePage:
+def list_messages(*, owner_id: int, status: str | None, limit: int, cursor: str | None) -> MessagePage:
     # Failed messages have no next run: they list in the order they failed.
     order_field = "finished_at" if status == MessageStatus.FAILED else "due_at"
-    queryset = Message.objects.pending() if status is None else Message.objects.filter(status=status)
+    owned = Message.objects.owned_by(owner_id)
+    queryset = owned.pending() if status is None else owned.filter(status=status)
     if order_field == "finished_at":
         # Always true of a failed message; said so that its partial index serves the query.
         queryset = queryset.filter(finished_at__isnull=False)

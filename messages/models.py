@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
+from messages.confidential import open_headers, seal_headers
 from messages.identifiers import new_delivery_id
 
 
@@ -38,6 +39,9 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def pending(self) -> MessageQuerySet:
         # due_at is set exactly while a message is pending, and its index serves this.
         return self.filter(due_at__isnull=False)
+
+    def owned_by(self, owner_id: int) -> MessageQuerySet:
+        return self.filter(owner_id=owner_id)
 
     def holding_id(self, message_id: str) -> MessageQuerySet:
         return self.filter(message_id=message_id, status__in=ID_HOLDING_STATUSES)
@@ -83,6 +87,9 @@ def encode_payload(payload: Any) -> str:
 
 
 class Message(models.Model):
+    # The key that created it: the only one that sees it through the API. Ids are its own.
+    # No index of its own: every index that serves a lookup by owner starts with it.
+    owner = models.ForeignKey("ApiKey", on_delete=models.PROTECT, related_name="messages", db_index=False)
     message_id = models.CharField(max_length=200)
     # What receivers see as webhook-id and Idempotency-Key: this scheduled message's own, on
     # every attempt and resend of it, never another's (the client's id is free once delivered).
@@ -104,7 +111,8 @@ class Message(models.Model):
     # delivery path, and kept in the client's key order (jsonb would reorder the keys).
     payload_json = models.TextField()
     payload_bytes = models.PositiveIntegerField(default=0, help_text="Size of the payload as sent, in bytes.")
-    headers = models.JSONField(default=dict, blank=True)
+    # The client's headers as one Fernet token (messages/confidential.py); empty for none.
+    headers_sealed = models.TextField(blank=True, default="")
     max_attempts = models.PositiveSmallIntegerField(null=True, blank=True)
     timeout_seconds = models.PositiveSmallIntegerField(null=True, blank=True)
     attempt_count = models.PositiveSmallIntegerField(default=0)
@@ -131,9 +139,9 @@ class Message(models.Model):
         constraints = [
             # POST's 409 and every lookup by id; delivered history may repeat an id.
             models.UniqueConstraint(
-                fields=["message_id"],
+                fields=["owner", "message_id"],
                 condition=~Q(status=MessageStatus.DELIVERED),
-                name="unique_message_id_until_delivered",
+                name="unique_owner_message_id_until_delivered",
             ),
         ]
         indexes = [
@@ -154,7 +162,9 @@ class Message(models.Model):
                 fields=["enqueued_at", "status"], name="by_enqueued_at_status", condition=Q(enqueued_at__isnull=False)
             ),
             # GET /messages/{id} of a delivered id: its latest history.
-            models.Index(fields=["message_id", "-created_at"], name="by_message_id_created"),
+            models.Index(fields=["owner", "message_id", "-created_at"], name="by_owner_message_id_created"),
+            # GET /messages for one key, in next-run order (the dispatcher's scan stays on by_due_at_id).
+            models.Index(fields=["owner", "due_at", "id"], name="by_owner_due_at_id"),
         ]
 
     def __str__(self) -> str:
@@ -168,6 +178,15 @@ class Message(models.Model):
     def payload(self, value: Any) -> None:
         self.payload_json = encode_payload(value)
         self.payload_bytes = len(self.payload_json.encode())
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Opened for the call; raises HeadersUnreadable when its key is gone."""
+        return open_headers(self.headers_sealed)
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self.headers_sealed = seal_headers(value)
 
 
 def _inserted_fields() -> list[models.Field]:
@@ -208,8 +227,14 @@ class DeliveryAttempt(models.Model):
         return f"{self.message.message_id} #{self.number}"
 
 
+# The row that stands for API_TOKEN, so that the token owns messages as a key does. Its id is
+# fixed (ids given out start at 1), so no request looks it up; its key_hash is no SHA-256.
+API_TOKEN_KEY_ID = 0
+API_TOKEN_KEY_HASH = "API_TOKEN"  # noqa: S105 - a marker, not a secret
+
+
 class ApiKey(models.Model):
-    """A named API key beside API_TOKEN, so keys can be rotated without downtime.
+    """A named API key, each the owner of the messages it creates; API_TOKEN is one of them.
 
     Only a SHA-256 of the key is stored: the key itself is shown once, when it is created.
     """
@@ -217,12 +242,18 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it.")
     key_hash = models.CharField(max_length=64, unique=True)  # the lookup on every request
+    read_only = models.BooleanField(default=False, help_text="May list and read messages, nothing else.")
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
+        permissions = [("revoke_apikey", "Can revoke API keys")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_api_token(self) -> bool:
+        return self.pk == API_TOKEN_KEY_ID

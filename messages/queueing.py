@@ -43,10 +43,10 @@ def enqueue_group(
         DELIVER_TASK, args=[list(message_pks)], kwargs={"payload_bytes": payload_bytes},
         eta=eta, task_id=task_id, queue=DELIVERY_QUEUE,
     )
-    if len(message_ids) == 1:
+    if len(message_pks) == 1:
         # Revoking a shared task would stop its other messages: only lone tasks are revocable.
         ttl = int(settings.SCHEDULER_HORIZON_SECONDS + settings.SCHEDULER_RECOVERY_SECONDS) + 60
-        broker.remember_task_id(message_ids[0], task_id, ttl_seconds=ttl)
+        broker.remember_task_id(message_pks[0], task_id, ttl_seconds=ttl)
 
 
 def enqueue_after_commit(message: Message) -> None:

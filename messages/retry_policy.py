@@ -13,8 +13,9 @@ from enum import Enum
 from messages.webhook_client import WebhookResult
 
 RETRYABLE_STATUS_CODES = frozenset({408, 429})
-# Errors that the same call will meet again: the target or the request itself is wrong.
-FINAL_ERRORS = frozenset({"BlockedTarget", "InvalidURL", "InvalidRequest"})
+# Errors that the same call will meet again: the target or the request itself is wrong, or its
+# headers were sealed with a key no longer configured (restore it, then retry the message).
+FINAL_ERRORS = frozenset({"BlockedTarget", "InvalidURL", "InvalidRequest", "HeadersUnreadable"})
 RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
 RETRY_AFTER_MAX_DIGITS = 10  # over 300 years; the delay is capped by the schedule anyway
 JITTER = 0.2

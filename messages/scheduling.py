@@ -1,6 +1,8 @@
 """The operations on messages: schedule, cancel, retry, deliver now, look up, list.
 
-The API, the admin actions and the management commands all go through these functions.
+The API, the admin actions and the management commands all go through these functions. Each
+acts for one owner (the API key's id): an id belongs to its owner, and another owner's message
+is not found, as if it did not exist.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from messages import broker
+from messages.confidential import seal_headers
 from messages.models import WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
 
 
 class MessageIdTaken(Exception):
-    """Another message with this id is scheduled, retrying, in flight or failed."""
+    """The owner has another message with this id scheduled, retrying, in flight or failed."""
 
 
 class MessageNotFound(Exception):
-    """No message with this id is waiting, failed or (for lookups) kept as history."""
+    """The owner has no message with this id waiting, failed or (for lookups) kept as history."""
 
 
 class MessageInFlight(Exception):
@@ -33,6 +36,7 @@ class MessageNotFailed(Exception):
 
 def schedule_message(
     *,
+    owner_id: int,
     message_id: str,
     schedule_to: datetime,
     webhook_url: str,
@@ -47,13 +51,14 @@ def schedule_message(
     try:
         with transaction.atomic():
             message = Message(
+                owner_id=owner_id,
                 message_id=message_id,
                 schedule_to=schedule_to,
                 due_at=schedule_to,
                 webhook_url=webhook_url,
                 payload_json=payload_json,
                 payload_bytes=len(payload_json.encode()),
-                headers=headers or {},
+                headers_sealed=seal_headers(headers or {}),
                 max_attempts=max_attempts,
                 timeout_seconds=timeout_seconds,
                 created_at=now,
@@ -68,9 +73,9 @@ def schedule_message(
     return message
 
 
-def _locked_message(message_id: str, *, allow_in_flight: bool = False) -> Message:
+def _locked_message(owner_id: int, message_id: str, *, allow_in_flight: bool = False) -> Message:
     """Inside a transaction: locked, so a worker's claim either came first or finds it changed."""
-    message = Message.objects.select_for_update().holding_id(message_id).first()
+    message = Message.objects.select_for_update().owned_by(owner_id).holding_id(message_id).first()
     if message is None:
         raise MessageNotFound(message_id)
     if message.status == MessageStatus.SENDING and not allow_in_flight:
@@ -78,17 +83,21 @@ def _locked_message(message_id: str, *, allow_in_flight: bool = False) -> Messag
     return message
 
 
-def cancel_message(*, message_id: str) -> None:
+def cancel_message(*, owner_id: int, message_id: str) -> None:
     with transaction.atomic():
-        _locked_message(message_id).delete()
-    broker.revoke_task_of(message_id)
+        message = _locked_message(owner_id, message_id)
+        pk = message.pk
+        message.delete()
+    broker.revoke_task_of(pk)
 
 
-def retry_message(*, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None) -> Message:
+def retry_message(
+    *, owner_id: int, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None
+) -> Message:
     """Sends a failed message again, now or at `schedule_to`, with a fresh set of attempts."""
     now = now or timezone.now()
     with transaction.atomic():
-        message = _locked_message(message_id, allow_in_flight=True)
+        message = _locked_message(owner_id, message_id, allow_in_flight=True)
         if message.status != MessageStatus.FAILED:
             raise MessageNotFailed(message_id)
         _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED)
@@ -96,11 +105,11 @@ def retry_message(*, message_id: str, schedule_to: datetime | None = None, now: 
     return message
 
 
-def deliver_message_now(*, message_id: str, now: datetime | None = None) -> Message:
+def deliver_message_now(*, owner_id: int, message_id: str, now: datetime | None = None) -> Message:
     """Moves a waiting or failed message's next attempt to this moment."""
     now = now or timezone.now()
     with transaction.atomic():
-        message = _locked_message(message_id)
+        message = _locked_message(owner_id, message_id)
         status = message.status if message.status in WAITING_STATUSES else MessageStatus.SCHEDULED
         _reschedule(message, due_at=now, now=now, status=status)
         message.save()
@@ -120,13 +129,12 @@ def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: st
         enqueue_after_commit(message)
 
 
-def find_message(*, message_id: str) -> Message:
-    """The message holding this id, else the latest delivered one still kept as history."""
+def find_message(*, owner_id: int, message_id: str) -> Message:
+    """The owner's message holding this id, else its latest delivered one still kept as history."""
+    owned = Message.objects.owned_by(owner_id)
     message = (
-        Message.objects.holding_id(message_id).first()
-        or Message.objects.filter(message_id=message_id, status=MessageStatus.DELIVERED)
-        .order_by("-created_at")
-        .first()
+        owned.holding_id(message_id).first()
+        or owned.filter(message_id=message_id, status=MessageStatus.DELIVERED).order_by("-created_at").first()
     )
     if message is None:
         raise MessageNotFound(message_id)

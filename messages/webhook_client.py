@@ -23,13 +23,20 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import Connection
 from django.conf import settings
 from django.utils import timezone
 from yarl import URL
 
 from messages.resolver import BoundedResolver
 from messages.signing import signature_headers
-from messages.target_policy import BlockedTarget, host_block_reason, resolved_addresses_block_reason
+from messages.target_policy import (
+    BlockedTarget,
+    host_block_reason,
+    is_response_excerpt_kept,
+    port_block_reason,
+    resolved_addresses_block_reason,
+)
 from messages.version import USER_AGENT
 
 logger = logging.getLogger(__name__)
@@ -117,9 +124,10 @@ async def send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookResu
         return duration_ms(time.monotonic() - started)
 
     try:
-        # The allowed host list and literal addresses (aiohttp never asks the resolver about
-        # those); the resolver checks the addresses a name resolves to.
-        reason = host_block_reason(URL(call.url).host or "")
+        # The allowed host and port lists and literal addresses (aiohttp never asks the resolver
+        # about those); the resolver checks the addresses a name resolves to.
+        url = URL(call.url)
+        reason = host_block_reason(url.host or "") or port_block_reason(url)
         if reason:
             raise BlockedTarget(reason)
         async with session.post(
@@ -129,12 +137,14 @@ async def send(session: aiohttp.ClientSession, call: WebhookCall) -> WebhookResu
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=call.timeout_seconds, sock_connect=call.timeout_seconds),
         ) as response:
+            # Read even when it is not kept: a connection whose answer was read stays reusable.
             excerpt = await _read_excerpt(response)
+            peer = response.peer_address if isinstance(response, PeerRecordingResponse) else None
             return WebhookResult(
                 started_at=started_at,
                 duration_ms=elapsed_ms(),
                 status_code=response.status,
-                response_excerpt=excerpt_text(excerpt),
+                response_excerpt=excerpt_text(excerpt) if is_response_excerpt_kept(peer) else "",
                 retry_after=response.headers.get("Retry-After"),
             )
     except (aiohttp.ClientError, TimeoutError, BlockedTarget, ValueError) as error:
@@ -197,12 +207,27 @@ class PolicyCheckedResolver(AbstractResolver):
         await self._resolver.close()
 
 
+class PeerRecordingResponse(aiohttp.ClientResponse):
+    """Remembers the address its connection reached. Read in `start`, because aiohttp releases
+    the connection as soon as the whole body has arrived: for a small body, before `send` sees
+    the response, so `response.connection` is None there."""
+
+    peer_address: str | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        self.peer_address = peer[0] if isinstance(peer, tuple) and peer else None
+        return await super().start(connection)
+
+
 def new_session() -> aiohttp.ClientSession:
     """Inside the loop. Connections are kept and reused across messages as plain transport:
     no cookie jar (a Set-Cookie never reaches another message's call), no session-wide
     headers or credentials, and trust_env off (no proxy or .netrc from the worker's environment)."""
     connector = aiohttp.TCPConnector(limit=0, resolver=PolicyCheckedResolver(), ttl_dns_cache=10)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                 response_class=PeerRecordingResponse)
 
 
 class CallLoop:

@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 
@@ -22,19 +22,14 @@ def close_obsolete_database_connections(**kwargs: object) -> None:
 
 
 @worker_init.connect
+@beat_init.connect
 def refuse_settings_that_fail_system_checks(**kwargs: object) -> None:
-    """manage.py runs the system checks; a worker started on its own must too, or settings
-    that make delivery wrong would only show as wrong deliveries. SystemExit, because Celery
-    logs an Exception raised by a signal handler and starts anyway."""
-    import logging
+    """manage.py runs the system checks; a worker or beat started on its own must too, or
+    settings that make delivery wrong would only show as wrong deliveries (worker_init does
+    not fire in beat)."""
+    from messages.checks import exit_on_system_check_errors
 
-    from django.core import checks
-
-    errors = [error for error in checks.run_checks() if error.is_serious()]
-    if errors:
-        for error in errors:
-            logging.getLogger(__name__).critical("refusing to start: %s", error)
-        raise SystemExit(1)
+    exit_on_system_check_errors()
 
 
 @worker_shutting_down.connect

@@ -4,13 +4,17 @@ Every setting is documented in `.env.example`; a bad value fails at start-up.
 """
 
 import os
+import sqlite3
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from messages.signing import parse_signing_secrets
 from messages.version import VERSION
 from scheduler_project.durations import parse_duration_list
 
@@ -23,6 +27,32 @@ if env.bool("READ_DOT_ENV", default=True):
 
 DEBUG = env.bool("DEBUG", default=False)
 
+
+def _refuse_weak_secret(name: str, value: str) -> None:
+    """Outside DEBUG: not a `change-me-...` placeholder of .env.example (a secret everyone can
+    read), and at least 32 characters. An empty value is left to the code that needs it."""
+    if DEBUG or not value:
+        return
+    advice = "set a long random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    if value.lower().startswith("change-me"):
+        raise ImproperlyConfigured(f"{name} is still the placeholder of .env.example: {advice}.")
+    if len(value) < 32:
+        raise ImproperlyConfigured(f"{name} is shorter than 32 characters: {advice}.")
+
+
+def _refuse_placeholder_flower_login(value: str) -> None:
+    """FLOWER_BASIC_AUTH ("user:password", comma-separated) is read by Flower itself, whose
+    process loads these settings (celeryconfig.py): the docs' example login is refused here."""
+    if DEBUG:
+        return
+    for login in value.split(","):
+        password = login.strip().partition(":")[2].lower()
+        if password == "password" or password.startswith("change-me"):  # noqa: S105 - the refused ones
+            raise ImproperlyConfigured(
+                "FLOWER_BASIC_AUTH holds a placeholder password: set user:<a long random password>."
+            )
+
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
@@ -31,9 +61,12 @@ if not SECRET_KEY:
             "(`make run` writes a random one on first start)."
         )
     SECRET_KEY = "insecure-development-only-key"  # noqa: S105 - only ever with DEBUG on
+_refuse_weak_secret("SECRET_KEY", SECRET_KEY)
 
 # The API refuses to start without it (see scheduler_project/wsgi.py): never an open API.
 API_TOKEN = env.str("API_TOKEN", default="")
+_refuse_weak_secret("API_TOKEN", API_TOKEN)
+_refuse_placeholder_flower_login(env.str("FLOWER_BASIC_AUTH", default=""))
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -43,14 +76,14 @@ API_PORT = env.int("API_PORT", default=8000)
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 
 # Behind a TLS-terminating proxy in production: secure cookies, HTTPS redirects, HSTS, and the
-# proxy's X-Forwarded-Proto trusted. /health stays reachable over plain HTTP for probes.
+# proxy's X-Forwarded-Proto trusted. /health, /livez and /readyz stay reachable over plain HTTP for probes.
 HTTPS = env.bool("HTTPS", default=False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
 # The preload directive alone enrols nothing: a domain joins browsers' lists only when submitted.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
-SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
+SECURE_REDIRECT_EXEMPT = [r"^(health|livez|readyz)/?$"]
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -70,6 +103,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before sessions and authentication: a blocked address costs one Redis GET, nothing more.
+    "messages.address_limits.AddressLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -100,6 +135,33 @@ TEMPLATES = [
 ]
 
 
+class PrivateSQLiteConnection(sqlite3.Connection):
+    """The SQLite file holds sessions, payloads and headers: it is created 0600 before SQLite
+    opens it (SQLite would make it 0644, and its -wal and -shm files copy the main file's mode)."""
+
+    def __init__(self, database: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:
+        path = os.fspath(database)
+        # In memory, or a URI (Django's in-memory test database): no file to protect here.
+        if path not in ("", ":memory:") and not path.startswith("file:"):
+            _make_sqlite_file_private(path)
+        super().__init__(database, *args, **kwargs)
+
+
+def _make_sqlite_file_private(path: str) -> None:
+    """A file an earlier version left readable by other users becomes 0600 too (every process of
+    the service runs as its owner); a mode without access for others, e.g. 0640 for a backup
+    group, was chosen by someone and is kept, and so is a file this process does not own."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            try:
+                if os.stat(name).st_mode & 0o007:
+                    os.chmod(name, 0o600)
+            except (FileNotFoundError, PermissionError):
+                pass
+
+
 def _database_from_env() -> dict:
     database = env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'scheduler.sqlite3'}")
     if database["ENGINE"] == "django.db.backends.sqlite3":
@@ -111,9 +173,11 @@ def _database_from_env() -> dict:
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "factory": PrivateSQLiteConnection,
             }
         )
-        Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # A directory created here is private too (an existing one is left as it is).
+        Path(database["NAME"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if database["ENGINE"] == "django.db.backends.postgresql":
         # A worker recording a call must not hang on a server that does not answer, nor on a
         # connection the network dropped silently (TCP alone gives up after ~15 minutes).
@@ -165,7 +229,7 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["messages.api.authentication.BearerTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["messages.api.permissions.IsAuthenticatedAndMayWrite"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["messages.api.parsers.BoundedJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["messages.api.throttling.PerClientRateThrottle"],
@@ -182,7 +246,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Schedules webhook calls: POST a message with a time, a URL and a JSON payload, and the "
         "service POSTs the payload to the URL at that time, retrying failed calls. "
-        "Every endpoint except `/health` and these docs needs `Authorization: Bearer <token>`, "
+        "Every endpoint except `/health`, `/livez`, `/readyz` and these docs needs `Authorization: Bearer <token>`, "
         "with API_TOKEN or an API key."
     ),
     "SERVE_INCLUDE_SCHEMA": False,
@@ -194,19 +258,51 @@ SPECTACULAR_SETTINGS = {
 }
 
 
-def _rate_limit_from_env() -> tuple[int, float] | None:
-    """API_RATE_LIMIT as "600/min" (also s, h): requests per window per API key; empty: none."""
-    text = env.str("API_RATE_LIMIT", default="")
+def _rate_limit_from_env(name: str, *, default: str = "") -> tuple[int, float] | None:
+    """A limit as "600/min" or "10/15min" (units s, min, h): (requests, window seconds); empty: none."""
+    text = env.str(name, default=default).strip()
     if not text:
         return None
-    try:
-        count, _, unit = text.partition("/")
-        return int(count), {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}[unit]
-    except (KeyError, ValueError):
-        raise ImproperlyConfigured(f"API_RATE_LIMIT: {text!r} is not like 600/min.") from None
+    count, _, window = text.partition("/")
+    unit = window.lstrip("0123456789")
+    multiple = window[: len(window) - len(unit)] or "1"
+    units = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+    if not (count.isascii() and count.isdigit() and int(count) > 0 and int(multiple) > 0 and unit in units):
+        raise ImproperlyConfigured(f"{name}: {text!r} is not like 600/min or 10/15min.")
+    return int(count), int(multiple) * units[unit]
 
 
-API_RATE_LIMIT = _rate_limit_from_env()
+# Requests per API key (and for API_TOKEN) per window.
+API_RATE_LIMIT = _rate_limit_from_env("API_RATE_LIMIT")
+# Per client address (messages/address_limits.py): failed API authentications (401s), requests
+# to the public endpoints (with a token or not), failed admin logins.
+API_FAILED_AUTH_LIMIT = _rate_limit_from_env("API_FAILED_AUTH_LIMIT", default="20/min")
+API_PUBLIC_RATE_LIMIT = _rate_limit_from_env("API_PUBLIC_RATE_LIMIT", default="120/min")
+ADMIN_LOGIN_FAILURE_LIMIT = _rate_limit_from_env("ADMIN_LOGIN_FAILURE_LIMIT", default="10/15min")
+# Proxies in front that append the client's address to X-Forwarded-For; 0: REMOTE_ADDR is the client.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more.")
+# When Redis cannot count a request against API_RATE_LIMIT: "refuse" it (503 with Retry-After) or
+# "allow" it unlimited. The per-address limits are never refused for it: each process counts alone.
+RATE_LIMIT_ON_REDIS_ERROR = env.str("RATE_LIMIT_ON_REDIS_ERROR", default="refuse")
+if RATE_LIMIT_ON_REDIS_ERROR not in {"refuse", "allow"}:
+    raise ImproperlyConfigured(f"RATE_LIMIT_ON_REDIS_ERROR: {RATE_LIMIT_ON_REDIS_ERROR!r} is neither refuse nor allow.")
+# /health answers from a report at most this old, shared by every web process; 0: checks every time.
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
+if HEALTH_CACHE_SECONDS < 0:
+    raise ImproperlyConfigured("HEALTH_CACHE_SECONDS must be 0 or more.")
+
+
+def _ports_from_env() -> frozenset[int]:
+    """WEBHOOK_ALLOWED_PORTS as "443,8443": the ports webhooks may be called on; empty: any."""
+    ports = set()
+    for text in env.list("WEBHOOK_ALLOWED_PORTS", default=[]):
+        port = text.strip()
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_PORTS: {text!r} is not a port number (1-65535).")
+        ports.add(int(port))
+    return frozenset(ports)
 
 # --- Scheduling and delivery -------------------------------------------------------------
 
@@ -243,8 +339,12 @@ DELIVERY_DATABASE_TIMEOUT_SECONDS = env.float("DELIVERY_DATABASE_TIMEOUT_SECONDS
 
 # Hosts webhooks may call ("example.com", ".example.com" for it and its subdomains); empty: any.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# Ports webhooks may be called on (the URL's own, or 80/443 from its scheme); empty: any.
+WEBHOOK_ALLOWED_PORTS = _ports_from_env()
 # Refuse loopback, private, CGNAT and reserved addresses (checked again after DNS at send time).
 WEBHOOK_BLOCK_PRIVATE_NETWORKS = env.bool("WEBHOOK_BLOCK_PRIVATE_NETWORKS", default=False)
+# Keep (and show) what an internal address answered; off, its attempts keep an empty excerpt.
+WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS = env.bool("WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS", default=False)
 # Longest one DNS lookup of a webhook's host may take, all retries included.
 WEBHOOK_DNS_TIMEOUT_SECONDS = env.float("WEBHOOK_DNS_TIMEOUT_SECONDS", default=5.0)
 # A failed lookup (no such name, timeout, no address) is remembered this long: one per host.
@@ -258,8 +358,9 @@ WEBHOOK_RETRY_SCHEDULE = parse_duration_list(
 )
 # Attempts per message unless the message sets maxAttempts: the first call and every retry.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=len(WEBHOOK_RETRY_SCHEDULE) + 1)
-# Standard Webhooks signing: "whsec_..." secrets, space-separated during a rotation.
-WEBHOOK_SIGNING_SECRETS = env.str("WEBHOOK_SIGNING_SECRET", default="").split()
+# Standard Webhooks signing: "whsec_..." secrets, space-separated during a rotation; held as
+# their keys (bytes), checked here so that a bad one stops the start, not every delivery.
+WEBHOOK_SIGNING_SECRETS = parse_signing_secrets(env.str("WEBHOOK_SIGNING_SECRET", default=""))
 # Delivered messages and their attempts are kept this long, then pruned by beat.
 DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
 # Most messages the dispatcher hands to the broker in one run; the rest wait for the next.
@@ -278,6 +379,24 @@ DELIVERY_GROUP_WINDOW_MS = env.int("DELIVERY_GROUP_WINDOW_MS", default=50)
 # A group's task starts and claims this long before its first message is due, so that waiting
 # for the database (SQLite's write lock, a busy PostgreSQL) is not counted as lateness.
 DELIVERY_CLAIM_LEAD_MS = env.int("DELIVERY_CLAIM_LEAD_MS", default=100)
+
+# --- Confidential fields (messages/confidential.py) ---------------------------------------
+# Earlier SECRET_KEYs, newest first, during a rotation: sessions and sealed headers still open.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# Fernet keys sealing header values at rest, comma-separated: the first seals, every one opens.
+# Empty: keys derived from SECRET_KEY and SECRET_KEY_FALLBACKS.
+HEADER_ENCRYPTION_KEYS = env.list("HEADER_ENCRYPTION_KEYS", default=[])
+for _key in HEADER_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "HEADER_ENCRYPTION_KEYS: each key must be a Fernet key (32 url-safe base64-encoded bytes); "
+            "make one with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+        ) from None
+# The admin's notices (a new API key's secret among them) live in the server-side session,
+# not in a cookie that is signed but readable.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # Networks (CIDR) that may read /metrics without the API token, e.g. 10.0.0.0/8 for Prometheus.
 METRICS_ALLOWED_NETWORKS = [ip_network(network) for network in env.list("METRICS_ALLOWED_NETWORKS", default=[])]

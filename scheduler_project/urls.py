@@ -7,5 +7,6 @@ urlpatterns = [
 ]
 
 handler400 = "messages.api.errors.bad_request"
+handler403 = "messages.api.errors.permission_denied"
 handler404 = "messages.api.errors.not_found"
 handler500 = "messages.api.errors.server_error"

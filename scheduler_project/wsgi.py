@@ -1,4 +1,5 @@
-"""WSGI entry point (scheduler_project/web_server.py serves it). Refuses to start an API that nobody needs a token for."""
+"""WSGI entry point (scheduler_project/web_server.py serves it). Refuses to start on settings that
+fail the system checks, as manage.py and the workers do, and an API that nobody needs a token for."""
 
 import os
 
@@ -10,6 +11,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402 - settings are ready only after the line above
+
+from messages.checks import exit_on_system_check_errors  # noqa: E402 - needs the apps loaded
+
+exit_on_system_check_errors()
 
 if not settings.API_TOKEN:
     raise ImproperlyConfigured(

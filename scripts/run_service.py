@@ -17,18 +17,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def write_first_env_file() -> str | None:
-    """Returns the new API token when .env was created now."""
-    env_file = ROOT / ".env"
-    if env_file.exists() or os.environ.get("API_TOKEN"):
+def write_first_env_file(env_file: Path = ROOT / ".env") -> str | None:
+    """Returns the new API token when .env was created now. The file is created 0600, never
+    readable by others even for a moment, and never replaces one that exists."""
+    if os.environ.get("API_TOKEN"):
+        return None
+    try:
+        descriptor = os.open(env_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
         return None
     token = secrets.token_urlsafe(32)
-    env_file.write_text(
-        "# Written by `make run` on first start; see .env.example for every setting.\n"
-        f"API_TOKEN={token}\nSECRET_KEY={secrets.token_urlsafe(50)}\n"
-        f"FLOWER_BASIC_AUTH=ops:{secrets.token_urlsafe(16)}\n"
-    )
-    env_file.chmod(0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(
+            "# Written by `make run` on first start; see .env.example for every setting.\n"
+            f"API_TOKEN={token}\nSECRET_KEY={secrets.token_urlsafe(50)}\n"
+            f"FLOWER_BASIC_AUTH=ops:{secrets.token_urlsafe(16)}\n"
+        )
     return token
 
 
@@ -89,7 +93,7 @@ def main() -> int:
     if os.environ.get("FLOWER_BASIC_AUTH"):
         print(f"  Flower  http://127.0.0.1:{flower_port}/   (FLOWER_BASIC_AUTH from .env)\n")
     else:
-        print("  Flower  not started: set FLOWER_BASIC_AUTH=user:password in .env\n")
+        print("  Flower  not started: set FLOWER_BASIC_AUTH=user:<a long random password> in .env\n")
     if new_token:
         print(f"  Wrote .env with a new API token: {new_token}\n")
     manager.loop()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -30,6 +32,36 @@ def redis_server() -> Iterator[processes.RedisServer]:
 @pytest.fixture(autouse=True)
 def _redis_for_every_test(redis_server: processes.RedisServer) -> None:
     """Every test sees the same Redis the settings point at; none needs to ask for it."""
+
+
+@pytest.fixture(autouse=True)
+def _no_counted_requests_or_cached_health(redis_server: processes.RedisServer) -> None:
+    """Every test starts with no request counted against its address (all come from 127.0.0.1)
+    and no /health report cached, in Redis or in this process, by an earlier test."""
+    from messages import health, rate_windows
+
+    client = redis_server.client()
+    stale = [*client.scan_iter(rate_windows.COUNTER_KEY.partition("{")[0] + "*"), health.REPORT_KEY]
+    client.delete(*stale)
+    rate_windows.forget_counts()
+    health.forget_reports()
+
+
+@pytest.fixture
+def redis_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web code's Redis client points at a port nothing listens on (refused at once: no
+    retries, where the real client's would take seconds)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from messages import broker
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(broker, "redis_client", lambda: closed)
 
 
 # The workers' name server: one name that resolves, one whose server never answers.
@@ -129,7 +161,7 @@ def hook_path() -> str:
 @pytest.fixture
 def api() -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION="Bearer test-token")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {settings.API_TOKEN}")
     return client
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from messages.models import Message, MessageStatus
+from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 
 _NOW = object()
 
@@ -18,6 +18,7 @@ def make_message(
 ) -> Message:
     due_at = timezone.now() if due_at is _NOW else due_at
     return Message.objects.create(
+        owner_id=fields.pop("owner_id", API_TOKEN_KEY_ID),
         message_id=message_id,
         status=status,
         schedule_to=fields.pop("schedule_to", due_at or timezone.now()),

@@ -19,7 +19,8 @@ os.environ["READ_DOT_ENV"] = "false"  # a developer's .env must not steer the te
 _run_dir = os.environ.setdefault("SCHEDULER_TEST_RUN_DIR", tempfile.mkdtemp(prefix="scheduler-tests-"))
 os.environ.setdefault("TEST_REDIS_PORT", str(_free_port()))
 _test_defaults = {
-    "API_TOKEN": "test-token",
+    # At least 32 characters, as the settings ask outside DEBUG; tests read settings.API_TOKEN.
+    "API_TOKEN": "test-api-token-for-the-test-session-only",
     "SECRET_KEY": "test-secret-key-for-the-test-session-only",
     "REDIS_URL": f"redis://127.0.0.1:{os.environ['TEST_REDIS_PORT']}/0",
     "SCHEDULER_HORIZON_SECONDS": "3",
@@ -35,6 +36,9 @@ _test_defaults = {
     "WEBHOOK_DNS_TIMEOUT_SECONDS": "1",
     "WEBHOOK_DNS_NEGATIVE_TTL_SECONDS": "0.5",
     "WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    # The receivers are on 127.0.0.1: the tests read what they answered (test_target_policy
+    # checks the default, off).
+    "WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS": "true",
     "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{_run_dir}/scheduler.sqlite3",
 }
 for _name, _value in _test_defaults.items():

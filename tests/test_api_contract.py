@@ -10,9 +10,10 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 
 from messages import broker
-from messages.models import Message, MessageStatus
+from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +48,7 @@ def stored_message(message_id: str, status: str, **fields) -> Message:
         "finished_at": moment if is_finished else None,
         "webhook_url": "https://your-webhook-endpoint.com",
         "payload": {"data": 1},
+        "owner_id": API_TOKEN_KEY_ID,
     }
     defaults.update(fields)
     return Message.objects.create(message_id=message_id, status=status, **defaults)
@@ -451,10 +453,10 @@ PROTECTED_ENDPOINTS = [
 ]
 BAD_CREDENTIALS = {
     "missing": None,
-    "basic-scheme": "Basic dXNlcjp0ZXN0LXRva2Vu",
+    "basic-scheme": "Basic " + base64.b64encode(f"user:{settings.API_TOKEN}".encode()).decode(),
     "wrong-token": "Bearer not-the-token",
     "bearer-without-token": "Bearer ",
-    "token-without-scheme": "test-token",
+    "token-without-scheme": settings.API_TOKEN,
 }
 
 

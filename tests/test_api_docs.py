@@ -23,9 +23,11 @@ API_OPERATIONS = {
     ("/messages/{id}", "delete"): "cancelMessage",
     ("/messages/{id}/retry", "post"): "retryMessage",
     ("/health", "get"): "health",
+    ("/livez", "get"): "liveness",
+    ("/readyz", "get"): "readiness",
     ("/metrics", "get"): "metrics",
 }
-PUBLIC_OPERATIONS = {("/health", "get")}
+PUBLIC_OPERATIONS = {("/health", "get"), ("/livez", "get"), ("/readyz", "get")}
 
 
 @pytest.fixture
@@ -94,6 +96,7 @@ def test_every_operation_but_health_requires_the_bearer_token(schema):
     for key, operation in operations(schema).items():
         if key in PUBLIC_OPERATIONS:
             assert operation.get("security", []) == [], key
+            assert "429" in operation["responses"], key  # API_PUBLIC_RATE_LIMIT
         else:
             assert operation["security"] == [{"BearerAuth": []}], key
             assert {"401", "429"} <= set(operation["responses"]), key
@@ -139,6 +142,15 @@ def test_health_documents_healthy_and_unhealthy_answers(schema):
 
     assert {"status": "healthy"}.items() <= example_values(operation, "200")[0].items()
     assert {"status": "unhealthy"}.items() <= example_values(operation, "503")[0].items()
+
+
+def test_probe_examples_are_what_the_probes_really_answer(schema, anonymous_api):
+    liveness = operations(schema)[("/livez", "get")]
+    readiness = operations(schema)[("/readyz", "get")]
+
+    assert anonymous_api.get("/livez").json() == example_values(liveness, "200")[0]
+    assert anonymous_api.get("/readyz").json() == example_values(readiness, "200")[0]
+    assert {"status": "unready"}.items() <= example_values(readiness, "503")[0].items()
 
 
 def test_docs_page_loads_swagger_ui_from_local_static_files(anonymous_api):

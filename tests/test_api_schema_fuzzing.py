@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import schemathesis
+from django.conf import settings as django_settings
 from django.core.wsgi import get_wsgi_application
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 schema = schemathesis.openapi.from_wsgi("/openapi.json", get_wsgi_application())
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_auth_limit(settings) -> None:
+    # schemathesis sends each case again with a wrong token (its ignored-auth check): past
+    # API_FAILED_AUTH_LIMIT the address would be blocked and every later case answered 429.
+    settings.API_FAILED_AUTH_LIMIT = None
 
 
 # Transactional: each generated request is a whole WSGI request, which closes its connection.
@@ -22,6 +33,33 @@ def test_every_operation_answers_generated_requests_as_documented(case):
     if case.method == "GET":
         # Unknown query parameters are ignored, as the old service ignored them.
         excluded.append(negative_data_rejection)
-    response = case.call_and_validate(headers={"Authorization": "Bearer test-token"}, excluded_checks=excluded)
+    response = case.call_and_validate(headers={"Authorization": f"Bearer {django_settings.API_TOKEN}"}, excluded_checks=excluded)
     if 400 <= response.status_code < 500:
+        assert response.json()["detail"]
+
+
+# Documents a schema never generates: nesting around the depth limit, and every kind of
+# character a JSON string can carry (lone surrogates, NUL, non-characters, outside the BMP).
+odd_strings = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12) | st.sampled_from(
+    ["\ud800", "a\udfffb", "\x00", "\ufffe", "\U0010ffff", "e\u0301\u202e"])
+deep_documents = st.integers(min_value=150, max_value=400).map(lambda depth: functools.reduce(
+    lambda inner, _: [inner], range(depth), "bottom"))
+odd_documents = deep_documents | st.recursive(
+    odd_strings | st.integers() | st.none(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(odd_strings, children, max_size=3),
+    max_leaves=12,
+).filter(lambda document: isinstance(document, (dict, list)))
+
+
+@pytest.mark.django_db(transaction=True)
+@given(case=schema["/messages"]["POST"].as_strategy(), payload=odd_documents, header=odd_strings)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_generated_creates_with_deep_and_odd_unicode_documents_never_give_a_500(case, payload, header):
+    if isinstance(case.body, dict):
+        case.body["payload"] = payload
+        case.body["headers"] = {"X-Odd": header, header or "X-Empty": "v"}
+    response = case.call(headers={"Authorization": f"Bearer {django_settings.API_TOKEN}"})
+    assert response.status_code < 500, response.text[:300]
+    if response.status_code >= 400:
+        assert response.headers["content-type"][0].startswith("application/json")
         assert response.json()["detail"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 
-from messages.models import Message, MessageStatus
+from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 from tests.support.processes import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -56,7 +56,7 @@ def test_an_ops_user_delivers_a_scheduled_message_from_the_admin(page: Page, liv
     user = User.objects.create_user("olga", password="a-long-ops-password-1", is_staff=True)
     user.groups.add(ops_group())
     Message.objects.create(
-        message_id="browser-order-1", schedule_to=datetime.now(UTC) + timedelta(days=1),
+        owner_id=API_TOKEN_KEY_ID, message_id="browser-order-1", schedule_to=datetime.now(UTC) + timedelta(days=1),
         due_at=datetime.now(UTC) + timedelta(days=1), webhook_url=receiver.url(hook_path), payload={"order": 1},
     )
 
@@ -92,3 +92,40 @@ def test_the_api_docs_list_every_operation(page: Page, live_server):
         expect(page.locator(".opblock-summary-path", has_text=operation).first).to_be_visible()
     expect(page.locator(".opblock-summary-method", has_text="DELETE")).to_be_visible()
     expect(page.locator("button.authorize")).to_be_visible()
+
+
+def test_an_ops_user_finds_no_secret_on_any_admin_page(page: Page, live_server):
+    # Given a message whose client gave credentials for its receiver, and an API key
+    from messages.api_keys import create_api_key
+
+    user = User.objects.create_user("omar", password="a-long-ops-password-2", is_staff=True)
+    user.groups.add(ops_group())
+    key, key_secret = create_api_key(name="agent")
+    message = Message.objects.create(
+        owner_id=key.pk, message_id="with-credentials", schedule_to=datetime.now(UTC) + timedelta(days=1),
+        due_at=datetime.now(UTC) + timedelta(days=1), webhook_url="https://robot:pa55word-9c1@hooks.example.com/in",
+        payload={"order": 2}, headers={"Authorization": "Bearer downstream-token-51d2", "X-Api-Key": "k-77e0"},
+    )
+    secrets = ["pa55word-9c1", "downstream-token-51d2", "k-77e0", key_secret]
+
+    # When she logs in and walks every page she can reach
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "omar")
+    page.fill("#id_password", "a-long-ops-password-2")
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+    pages = ["/admin/", "/admin/scheduler/message/", f"/admin/scheduler/message/{message.pk}/change/",
+             "/admin/scheduler/message/?q=with-credentials", "/admin/scheduler/apikey/"]
+    seen = []
+    for path in pages:
+        page.goto(f"{live_server.url}{path}")
+        seen.append(page.content())
+
+    # Then she sees the message, its owner and header names, but no secret anywhere
+    change_page = seen[2]
+    assert "with-credentials" in change_page
+    assert "Authorization" in change_page
+    assert "hooks.example.com" in change_page
+    for text in seen:
+        for secret in secrets:
+            assert secret not in text

@@ -12,7 +12,8 @@ from standardwebhooks import Webhook
 
 from messages import delivery
 from messages.clock import database_now
-from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages.models import API_TOKEN_KEY_ID, DeliveryAttempt, Message, MessageStatus
+from messages.signing import parse_signing_secrets
 from messages.webhook_client import WebhookResult
 from tests.factories import make_message
 from tests.support.receiver import Reply
@@ -158,7 +159,10 @@ def test_a_group_is_sent_concurrently_and_each_message_recorded(receiver, hook_p
     assert elapsed < 10 * 0.5  # concurrent, not one after another
 
 
-@override_settings(WEBHOOK_SIGNING_SECRETS=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldA=="])
+TWO_SECRETS = ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldC1vZi0yNC1ieXRlcyE=")
+
+
+@override_settings(WEBHOOK_SIGNING_SECRETS=parse_signing_secrets(" ".join(TWO_SECRETS)))
 def test_calls_are_signed_by_every_secret_and_verify_with_standardwebhooks(receiver, hook_path):
     message = make_message(message_id="signed", webhook_url=receiver.url(hook_path), payload={"é": [1, 2]})
 
@@ -166,7 +170,7 @@ def test_calls_are_signed_by_every_secret_and_verify_with_standardwebhooks(recei
 
     call = receiver.calls_to(hook_path)[0]
     assert len(call.headers["webhook-signature"].split()) == 2
-    for secret in ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldA=="):
+    for secret in TWO_SECRETS:
         assert Webhook(secret).verify(call.body, call.headers) == {"é": [1, 2]}
     assert call.headers["webhook-id"] == message.delivery_id == call.headers["Idempotency-Key"]
     assert call.headers["X-Message-Id"] == "signed"
@@ -192,7 +196,7 @@ def test_a_failed_message_sent_again_by_hand_gets_a_fresh_set_of_attempts():
         Message.objects.filter(pk=message.pk, status=MessageStatus.RETRYING).update(due_at=timezone.now())
     assert Message.objects.get(pk=message.pk).status == MessageStatus.FAILED
 
-    scheduling.retry_message(message_id="resent")
+    scheduling.retry_message(owner_id=API_TOKEN_KEY_ID, message_id="resent")
     claimed = delivery.claim_due_messages([message.pk], now=timezone.now())[0]
     decision = delivery.record_attempt(claimed, failed_result(status_code=500))
 

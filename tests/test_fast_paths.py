@@ -17,11 +17,13 @@ from rest_framework.test import APIRequestFactory
 
 from messages.api.negotiation import ContentNegotiation
 from messages.api.serializers import ListMessagesSerializer, ScheduleMessageSerializer
-from messages.models import Message, MessageStatus
+from messages.confidential import open_headers
+from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 
 pytestmark = pytest.mark.django_db
 
 NEW_MESSAGE = {
+    "owner_id": API_TOKEN_KEY_ID,
     "schedule_to": datetime(2099, 1, 1, 12, 30, 0, 123456, tzinfo=UTC),
     "due_at": datetime(2099, 1, 1, 12, 30, 0, 123456, tzinfo=UTC),
     "webhook_url": "https://example.com/hook?x=1",
@@ -58,6 +60,8 @@ def test_an_inserted_message_is_stored_exactly_as_create_stores_it():
     by_create, by_insert = stored_row(created.pk), stored_row(inserted.pk)
     for differing in ("id", "message_id", "delivery_id"):
         by_create.pop(differing), by_insert.pop(differing)
+    # Sealed with a fresh IV each time: the same headers once opened.
+    assert open_headers(by_insert.pop("headers_sealed")) == open_headers(by_create.pop("headers_sealed"))
     assert by_insert == by_create
     assert Message.objects.get(pk=inserted.pk).status == MessageStatus.SCHEDULED
 

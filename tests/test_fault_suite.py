@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings
 from django.db import connection
 
 from messages import broker
@@ -80,7 +81,8 @@ def test_web_server_killed_mid_request_leaves_no_half_message(worker_env, servic
     try:
         # Given a POST whose body is half sent
         with socket.create_connection(("127.0.0.1", port)) as client:
-            client.sendall(b"POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test-token\r\n"
+            client.sendall(b"POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                           + settings.API_TOKEN.encode() + b"\r\n"
                            b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
                            + b"\r\n\r\n" + body[: len(body) // 2])
             time.sleep(0.5)
@@ -94,7 +96,7 @@ def test_web_server_killed_mid_request_leaves_no_half_message(worker_env, servic
         restarted = time.monotonic()
         web = start_web()
         response = requests.post(f"http://127.0.0.1:{port}/messages", data=body, timeout=10,
-                                 headers={"Authorization": "Bearer test-token", "Content-Type": "application/json"})
+                                 headers={"Authorization": f"Bearer {settings.API_TOKEN}", "Content-Type": "application/json"})
         assert response.status_code == 200, response.text
         print(f"\nweb SIGKILL: accepting again {time.monotonic() - restarted:.1f} s after restart")
         service.wait_for_calls(hook_path, 1, timeout=10)

@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -195,7 +196,7 @@ def test_concurrent_posts_of_one_id_give_one_200_and_one_delivery(service, hook_
 
     def post() -> None:
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION="Bearer test-token")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {settings.API_TOKEN}")
         barrier.wait()
         try:
             statuses.append(client.post("/messages", body).status_code)

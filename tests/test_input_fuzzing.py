@@ -121,3 +121,84 @@ def test_any_body_shape_is_accepted_or_refused_cleanly(api, redis_server, body):
         assert response.json()["detail"]
         assert Message.objects.count() == rows
     Message.objects.all().delete()
+
+
+# --- Deep documents and odd unicode, sent as raw JSON text -----------------------------------
+
+# What a JSON text can carry that Python's own strings make awkward: lone surrogates (only as
+# \u escapes), NUL, non-characters, characters outside the BMP, combining marks, bidi controls.
+ODD_CHARACTERS = ["\\ud800", "\\udfff", "\\udbff\\udfff", "\\u0000", "\\ufffe", "\\uffff", "\U0001f600",
+                  "e\u0301", "\u202e", "\u200b", "\\u2028", "\x7f", "\\\\", "\\\""]
+odd_text = st.lists(st.sampled_from(ODD_CHARACTERS) | st.text(max_size=3), max_size=6).map("".join)
+
+
+def nested(depth: int, opener: str) -> str:
+    closer = {"[": "]", '{"k":': "}"}[opener]
+    return opener * depth + "1" + closer * depth
+
+
+def post_raw_and_check(api, redis_server, raw: str) -> int:
+    rows, keys = Message.objects.count(), redis_server.client().dbsize()
+    response = api.generic("POST", "/messages", raw.encode("utf-8", "surrogatepass"), content_type="application/json")
+    assert response.status_code < 500, response.content
+    assert response["Content-Type"].startswith("application/json")
+    if response.status_code == 200:
+        Message.objects.all().delete()
+    else:
+        assert response.json()["detail"]
+        assert (Message.objects.count(), redis_server.client().dbsize()) == (rows, keys)
+    return response.status_code
+
+
+@FUZZ
+@given(depth=st.integers(min_value=1, max_value=5000), opener=st.sampled_from(["[", '{"k":']))
+def test_any_nesting_depth_is_accepted_up_to_the_limit_and_refused_past_it_never_a_500(
+    api, redis_server, depth, opener
+):
+    raw = ('{"id":"deep","scheduleTo":"2030-01-01T00:00:00Z","webhookUrl":"https://example.com/","payload":'
+           + nested(depth, opener) + "}")
+    status = post_raw_and_check(api, redis_server, raw)
+    assert (status == 200) == (depth <= 200)
+
+
+@FUZZ
+@given(field=st.sampled_from(["id", "payload", "webhookUrl", "scheduleTo", "header-name", "header-value"]),
+       text=odd_text)
+def test_odd_unicode_anywhere_in_a_document_never_gives_a_500(api, redis_server, field, text):
+    fields = {"id": '"odd"', "scheduleTo": '"2030-01-01T00:00:00Z"', "webhookUrl": '"https://example.com/"',
+              "payload": '{"a":1}'}
+    if field == "payload":
+        fields["payload"] = f'{{"s":"{text}","{text}":[1]}}'
+    elif field == "header-name":
+        fields["headers"] = f'{{"{text}":"v"}}'
+    elif field == "header-value":
+        fields["headers"] = f'{{"X-A":"{text}"}}'
+    else:
+        fields[field] = f'"{text}"'
+    raw = "{" + ",".join(f'"{name}":{value}' for name, value in fields.items()) + "}"
+    post_raw_and_check(api, redis_server, raw)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    ("POST", "/messages", b"{not json", 400),
+    ("POST", "/messages", b'{"id": "\\ud800"}', 400),
+    ("GET", "/no/such/path", b"", 404),
+    ("PUT", "/messages", b"{}", 405),
+    ("PATCH", "/health", b"{}", 405),
+    ("POST", "/messages", b"[" * 3_000_000, 413),
+])
+def test_every_error_the_framework_raises_itself_is_json_with_a_detail(api, method, path, body, status):
+    response = api.generic(method, path, body, content_type="application/json")
+
+    assert response.status_code == status, response.content[:200]
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["detail"]
+
+
+def test_a_permission_denied_outside_drf_is_json_on_api_paths(rf):
+    from messages.api.errors import permission_denied
+
+    response = permission_denied(rf.get("/messages"))
+
+    assert response.status_code == 403
+    assert json.loads(response.content)["detail"]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from messages.models import Message
+from messages.models import API_TOKEN_KEY_ID, Message
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +38,7 @@ def post_raw(api, raw: bytes, content_type: str = "application/json"):
 @pytest.fixture
 def rows_before() -> int:
     Message.objects.create(
-        message_id="already-there", schedule_to=datetime(2030, 1, 1, tzinfo=UTC),
+        owner_id=API_TOKEN_KEY_ID, message_id="already-there", schedule_to=datetime(2030, 1, 1, tzinfo=UTC),
         due_at=datetime(2030, 1, 1, tzinfo=UTC), webhook_url="https://example.com", payload={},
     )
     return Message.objects.count()
@@ -441,11 +441,12 @@ def test_every_bad_field_is_named_at_once(api, rows_before):
     [{"X-Tenant": "a"}, {}, {"X-Tenant": "a", "Authorization": "Bearer downstream", "X-Empty": ""}],
     ids=["one", "none", "several"],
 )
-def test_valid_headers_are_accepted_and_shown_by_the_message_detail(api, headers):
+def test_valid_headers_are_accepted_and_shown_by_the_message_detail_with_their_values_masked(api, headers):
     response = api.post("/messages", message_body(headers=headers))
 
     assert response.status_code == 200, response.content
-    assert api.get(f"/messages/{MESSAGE_ID}").json()["headers"] == headers
+    assert api.get(f"/messages/{MESSAGE_ID}").json()["headers"] == dict.fromkeys(headers, "********")
+    assert Message.objects.get(message_id=MESSAGE_ID).headers == headers
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from messages import listing
-from messages.models import Message, MessageStatus
+from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 from messages.row_counts import count_rows, planner_row_estimate
 from tests.factories import make_message
 
@@ -42,7 +42,7 @@ def fresh_statistics() -> Iterator[None]:
 def test_count_below_the_threshold_is_exact_and_says_so():
     store_pending_and_delivered(pending=3, delivered=2)
 
-    page = listing.list_messages(status=None, limit=1000, cursor=None)
+    page = listing.list_messages(owner_id=API_TOKEN_KEY_ID, status=None, limit=1000, cursor=None)
 
     assert page.count == 3
     assert page.count_is_estimate is False
@@ -52,7 +52,7 @@ def test_count_of_a_status_below_the_threshold_is_exact():
     store_pending_and_delivered(pending=2, delivered=0)
     make_message(message_id="again", status=MessageStatus.RETRYING)
 
-    page = listing.list_messages(status=MessageStatus.RETRYING, limit=1000, cursor=None)
+    page = listing.list_messages(owner_id=API_TOKEN_KEY_ID, status=MessageStatus.RETRYING, limit=1000, cursor=None)
 
     assert (page.count, page.count_is_estimate) == (1, False)
 
@@ -62,7 +62,7 @@ def test_sqlite_counts_exactly_whatever_the_threshold(monkeypatch):
     store_pending_and_delivered(pending=4, delivered=1)
     monkeypatch.setattr(listing, "EXACT_COUNT_UP_TO", 0)
 
-    page = listing.list_messages(status=None, limit=2, cursor=None)
+    page = listing.list_messages(owner_id=API_TOKEN_KEY_ID, status=None, limit=2, cursor=None)
 
     assert (page.count, page.count_is_estimate) == (4, False)
     assert planner_row_estimate(Message.objects.pending()) is None
@@ -75,7 +75,7 @@ def test_postgresql_answers_the_planners_estimate_past_the_threshold(monkeypatch
     analyze_messages()
     monkeypatch.setattr(listing, "EXACT_COUNT_UP_TO", 5)
 
-    page = listing.list_messages(status=None, limit=2, cursor=None)
+    page = listing.list_messages(owner_id=API_TOKEN_KEY_ID, status=None, limit=2, cursor=None)
 
     # The estimate comes from null_frac of due_at: 40 rows, a quarter of them finished
     assert (page.count, page.count_is_estimate) == (30, True)
@@ -118,7 +118,7 @@ def test_planner_estimate_of_the_whole_table_follows_analyze(fresh_statistics):
 def test_listed_page_leaves_the_payload_unread():
     make_message(message_id="large", payload={"blob": "x" * 10_000})
 
-    page = listing.list_messages(status=None, limit=10, cursor=None)
+    page = listing.list_messages(owner_id=API_TOKEN_KEY_ID, status=None, limit=10, cursor=None)
 
     assert page.messages[0].message_id == "large"
     assert not hasattr(page.messages[0], "payload")

@@ -12,7 +12,8 @@ from messages.webhook_client import RESPONSE_EXCERPT_BYTES, WebhookCall, send_we
 from tests.support.receiver import Reply
 
 
-def test_only_an_excerpt_of_a_large_response_is_kept(receiver, hook_path):
+def test_only_an_excerpt_of_a_large_response_is_kept(settings, receiver, hook_path):
+    settings.WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS = True  # the receiver is on loopback
     receiver.reply(hook_path, Reply(status=200, body=b"x" * 100_000))
 
     result = send_webhook(url=receiver.url(hook_path), body=b"{}", message_id="m", timeout_seconds=2)

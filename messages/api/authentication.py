@@ -11,13 +11,19 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from messages.api_keys import find_active_key
+from messages.models import API_TOKEN_KEY_ID
 
 
 @dataclass(frozen=True)
 class ApiClient:
-    """Whoever holds a token; `identity` names it for rate limits ("api-token" or "key:<id>")."""
+    """Whoever holds a token: the key that owns what it creates (API_TOKEN is key 0).
 
+    `identity` names it for rate limits ("api-token" or "key:<id>").
+    """
+
+    key_id: int
     identity: str
+    read_only: bool = False
     is_authenticated: bool = True
 
 
@@ -31,11 +37,11 @@ class BearerTokenAuthentication(BaseAuthentication):
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationFailed("Send the API token as 'Authorization: Bearer <token>'.")
         if settings.API_TOKEN and constant_time_compare(token, settings.API_TOKEN):
-            return ApiClient(identity="api-token"), token
+            return ApiClient(key_id=API_TOKEN_KEY_ID, identity="api-token"), token
         key = find_active_key(token)
         if key is None:
             raise AuthenticationFailed("Invalid API token.")
-        return ApiClient(identity=f"key:{key.pk}"), token
+        return ApiClient(key_id=key.pk, identity=f"key:{key.pk}", read_only=key.read_only), token
 
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (with this challenge) rather than 403.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -47,6 +48,13 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Jso
     if isinstance(exception, RequestDataTooBig):
         return JsonResponse({"detail": RequestTooLarge.default_detail}, status=413)
     return JsonResponse({"detail": "Bad request."}, status=400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """A PermissionDenied outside DRF: JSON for the API's paths; the admin keeps its own page."""
+    if request.path.startswith("/admin/"):
+        return defaults.permission_denied(request, exception)
+    return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -1,13 +1,16 @@
-"""Who may read /metrics: holders of the API token, or scrapers on an allowed network."""
+"""Who may do what: any key reads, read-only keys write nothing; /metrics also from allowed networks."""
 
 from __future__ import annotations
 
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
-from rest_framework.views import APIView
+
+if TYPE_CHECKING:  # DRF imports this module (DEFAULT_PERMISSION_CLASSES) while building APIView
+    from rest_framework.views import APIView
 
 
 class IsAuthenticatedOrFromAllowedNetwork(BasePermission):
@@ -19,3 +22,15 @@ class IsAuthenticatedOrFromAllowedNetwork(BasePermission):
         except ValueError:
             return False
         return any(client in network for network in settings.METRICS_ALLOWED_NETWORKS)
+
+
+class IsAuthenticatedAndMayWrite(BasePermission):
+    """Any key may read; a read-only key may do nothing else (403)."""
+
+    message = "This API key is read-only: it may list and read messages, nothing else."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return request.method in SAFE_METHODS or not getattr(user, "read_only", False)

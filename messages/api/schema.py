@@ -115,7 +115,10 @@ class AttemptSerializer(serializers.Serializer):
     durationMs = serializers.IntegerField()  # noqa: N815
     statusCode = serializers.IntegerField(allow_null=True, help_text="Null when no response came.")  # noqa: N815
     error = serializers.CharField(allow_null=True, help_text="e.g. timeout, connection refused.")
-    responseExcerpt = serializers.CharField(help_text="The start of the response body.")  # noqa: N815
+    responseExcerpt = serializers.CharField(  # noqa: N815
+        help_text="The start of the response body; empty for a receiver on a private network "
+        "unless WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS is on.",
+    )
 
 
 class MessageDetailSerializer(serializers.Serializer):
@@ -129,9 +132,13 @@ class MessageDetailSerializer(serializers.Serializer):
     status = serializers.CharField(help_text="scheduled, sending, retrying, failed or delivered.")
     scheduleTo = serializers.DateTimeField()  # noqa: N815
     nextRun = serializers.DateTimeField(allow_null=True)  # noqa: N815
-    webhookUrl = serializers.CharField()  # noqa: N815
+    webhookUrl = serializers.CharField(help_text="With any `user:password@` masked as `********@`.")  # noqa: N815
     payload = serializers.JSONField()
-    headers = serializers.DictField(child=serializers.CharField())
+    headers = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="The header names given, each value masked as `********`: values are stored encrypted and "
+        "never read back.",
+    )
     maxAttempts = serializers.IntegerField()  # noqa: N815
     timeoutSeconds = serializers.FloatField()  # noqa: N815
     attemptCount = serializers.IntegerField()  # noqa: N815
@@ -146,7 +153,10 @@ class HealthSerializer(serializers.Serializer):
     redis = serializers.CharField(help_text="connected or disconnected.")
     database = serializers.CharField(help_text="connected or disconnected.")
     scheduler = serializers.CharField(help_text="running or stopped.")
-    scheduled_jobs = serializers.IntegerField(allow_null=True, help_text="Messages not yet delivered.")
+    scheduled_jobs = serializers.IntegerField(
+        allow_null=True,
+        help_text="Messages not yet delivered: exact up to 100,000, past that PostgreSQL's planner estimate.",
+    )
     worker_clock_skew_ms = serializers.FloatField(
         allow_null=True, help_text="The dispatching worker's clock minus the database's, in milliseconds.",
     )
@@ -154,6 +164,17 @@ class HealthSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Messages left in `sending` whose claim recovery could not clear (release them in the admin).",
     )
+    failing = serializers.ListField(child=serializers.CharField(), help_text="The checks that failed.")
+
+
+class LivenessSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="Always `alive`.")
+
+
+class ReadinessSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="ready or unready.")
+    database = serializers.CharField(help_text="connected or disconnected.")
+    redis = serializers.CharField(help_text="connected or disconnected.")
     failing = serializers.ListField(child=serializers.CharField(), help_text="The checks that failed.")
 
 
@@ -179,7 +200,7 @@ MESSAGE_DETAIL = {
     "nextRun": "2026-04-15T02:41:50.120000+00:00",
     "webhookUrl": "https://your-webhook-endpoint.com",
     "payload": {"data": "your webhook payload"},
-    "headers": {"X-Tenant": "acme"},
+    "headers": {"Authorization": "********"},
     "maxAttempts": 8,
     "timeoutSeconds": 30.0,
     "attemptCount": 1,
@@ -208,6 +229,9 @@ UNHEALTHY = {
     "scheduler": "stopped", "scheduled_jobs": 3, "worker_clock_skew_ms": None, "stuck_messages": 0,
     "failing": ["redis"],
 }
+ALIVE = {"status": "alive"}
+READY = {"status": "ready", "database": "connected", "redis": "connected", "failing": []}
+UNREADY = {"status": "unready", "database": "connected", "redis": "disconnected", "failing": ["redis"]}
 
 
 def _example(name: str, value: Any, summary: str = "") -> OpenApiExample:
@@ -234,8 +258,15 @@ UNAUTHORIZED = _error(
     ("Wrong token", "Invalid API token."),
 )
 THROTTLED = _error(
-    "More requests than API_RATE_LIMIT allows for this token; the `Retry-After` header says when to retry.",
+    "More requests than API_RATE_LIMIT allows for this token, or more failed authentications from this "
+    "address than API_FAILED_AUTH_LIMIT allows; the `Retry-After` header says when to retry.",
     ("Rate limited", "Request was throttled. Expected available in 12 seconds."),
+    ("Failed authentications", "Too many failed authentications from this address; retry in 42 seconds."),
+)
+PUBLIC_THROTTLED = _error(
+    "More requests from this address than API_PUBLIC_RATE_LIMIT allows; the `Retry-After` header says when "
+    "to retry.",
+    ("Rate limited", "Too many requests from this address; retry in 42 seconds."),
 )
 TOO_LARGE = _error(
     "The body or the payload is larger than PAYLOAD_MAX_BYTES allows.",
@@ -406,7 +437,8 @@ retry_message_docs = extend_schema(
 health_docs = extend_schema(
     operation_id="health",
     summary="Service health",
-    description="Checks the database, Redis and the worker + beat pair. No authentication.",
+    description="Checks the database, Redis and the worker + beat pair. No authentication. The report is "
+    "at most HEALTH_CACHE_SECONDS (5) old, shared by every web process.",
     auth=[],  # no security requirement at all, rather than spectacular's "optional" {}
     responses={
         200: OpenApiResponse(
@@ -422,6 +454,39 @@ health_docs = extend_schema(
             description="The database or Redis is unreachable.",
             examples=[_example("Unhealthy", UNHEALTHY)],
         ),
+        429: PUBLIC_THROTTLED,
+    },
+)
+
+liveness_docs = extend_schema(
+    operation_id="liveness",
+    summary="Liveness probe",
+    description="Answers as long as the web process does; reads neither the database nor Redis. "
+    "No authentication.",
+    auth=[],
+    responses={
+        200: OpenApiResponse(
+            LivenessSerializer, description="The process answers.", examples=[_example("Alive", ALIVE)]
+        ),
+        429: PUBLIC_THROTTLED,
+    },
+)
+
+readiness_docs = extend_schema(
+    operation_id="readiness",
+    summary="Readiness probe",
+    description="Checks that the database (`SELECT 1`) and Redis (`PING`) answer, nothing more. No authentication.",
+    auth=[],
+    responses={
+        200: OpenApiResponse(
+            ReadinessSerializer, description="Ready for requests.", examples=[_example("Ready", READY)]
+        ),
+        503: OpenApiResponse(
+            ReadinessSerializer,
+            description="The database or Redis does not answer.",
+            examples=[_example("Unready", UNREADY)],
+        ),
+        429: PUBLIC_THROTTLED,
     },
 )
 

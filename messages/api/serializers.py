@@ -15,10 +15,11 @@ from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
 from messages.api.shared_fields import SharedFieldsSerializer
+from messages.confidential import HeadersUnreadable, masked_headers, masked_url
 from messages.listing import LISTABLE_STATUSES
 from messages.models import TIMEOUT_SECONDS_MAX, DeliveryAttempt, Message, encode_payload
 from messages.signing import SIGNATURE_HEADERS
-from messages.target_policy import host_block_reason
+from messages.target_policy import host_block_reason, port_block_reason
 from messages.webhook_client import IDEMPOTENCY_HEADER, MESSAGE_ID_HEADER
 
 MESSAGE_ID_PATTERN = r"[A-Za-z0-9\-_.:@+=~]{1,200}"
@@ -66,7 +67,7 @@ def validate_webhook_url(value: str) -> str:
         raise serializers.ValidationError("Is not a valid URL.") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise serializers.ValidationError("Must be an absolute http:// or https:// URL.")
-    reason = host_block_reason(parts.hostname)
+    reason = host_block_reason(parts.hostname) or port_block_reason(parts)
     if reason:
         raise serializers.ValidationError(f"This target is not allowed: {reason}.")
     return value
@@ -234,9 +235,10 @@ def message_detail(message: Message) -> dict[str, Any]:
         "status": message.status,
         "scheduleTo": utc_iso(message.schedule_to),
         "nextRun": utc_iso(message.due_at),
-        "webhookUrl": message.webhook_url,
+        # Credentials given for the receiver are never read back: userinfo and header values masked.
+        "webhookUrl": masked_url(message.webhook_url),
         "payload": message.payload,  # parsed only here, for the one message shown
-        "headers": message.headers,
+        "headers": _shown_headers(message),
         "maxAttempts": message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
         "timeoutSeconds": message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
         "attemptCount": message.attempt_count,
@@ -245,6 +247,13 @@ def message_detail(message: Message) -> dict[str, Any]:
         "finishedAt": utc_iso(message.finished_at),
         "attempts": [attempt_detail(attempt) for attempt in message.attempts.all()],
     }
+
+
+def _shown_headers(message: Message) -> dict[str, str]:
+    try:
+        return masked_headers(message.headers)
+    except HeadersUnreadable:
+        return {}
 
 
 def _last_outcome(message: Message) -> str | None:

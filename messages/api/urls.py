@@ -9,6 +9,9 @@ urlpatterns = [
     re_path(r"^messages/(?P<message_id>[^/]+)/retry/?$", views.MessageRetryView.as_view(), name="message-retry"),
     re_path(r"^messages/(?P<message_id>[^/]+)/?$", views.MessageDetailView.as_view(), name="message"),
     re_path(r"^health/?$", views.HealthView.as_view(), name="health"),
+    # Probes, public like /health; their names are public ones in messages/address_limits.py.
+    re_path(r"^livez/?$", views.LivenessView.as_view(), name="livez"),
+    re_path(r"^readyz/?$", views.ReadinessView.as_view(), name="readyz"),
     # Public, like /health (SERVE_PERMISSIONS and SERVE_AUTHENTICATION in settings).
     re_path(r"^openapi\.json/?$", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="docs"),

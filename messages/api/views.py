@@ -50,6 +50,7 @@ class MessageCollectionView(ApiView):
         query.is_valid(raise_exception=True)
         try:
             page = listing.list_messages(
+                owner_id=request.user.key_id,
                 status=query.validated_data.get("status"),
                 limit=query.validated_data["limit"],
                 cursor=query.validated_data.get("cursor"),
@@ -71,6 +72,7 @@ class MessageCollectionView(ApiView):
         data = serializer.validated_data
         try:
             message = scheduling.schedule_message(
+                owner_id=request.user.key_id,
                 message_id=data["id"],
                 schedule_to=data["scheduleTo"],
                 webhook_url=data["webhookUrl"],
@@ -88,7 +90,7 @@ class MessageDetailView(ApiView):
     @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
         try:
-            message = scheduling.find_message(message_id=_valid_path_id(message_id))
+            message = scheduling.find_message(owner_id=request.user.key_id, message_id=_valid_path_id(message_id))
         except scheduling.MessageNotFound:
             raise _not_found(message_id) from None
         return Response(message_detail(message))
@@ -96,7 +98,7 @@ class MessageDetailView(ApiView):
     @schema.cancel_message_docs
     def delete(self, request: Request, message_id: str) -> Response:
         try:
-            scheduling.cancel_message(message_id=_valid_path_id(message_id))
+            scheduling.cancel_message(owner_id=request.user.key_id, message_id=_valid_path_id(message_id))
         except scheduling.MessageNotFound:
             raise _not_found(message_id) from None
         except scheduling.MessageInFlight:
@@ -111,6 +113,7 @@ class MessageRetryView(ApiView):
         serializer.is_valid(raise_exception=True)
         try:
             message = scheduling.retry_message(
+                owner_id=request.user.key_id,
                 message_id=_valid_path_id(message_id),
                 schedule_to=serializer.validated_data.get("scheduleTo"),
             )
@@ -135,5 +138,27 @@ class HealthView(ApiView):
 
     @schema.health_docs
     def get(self, request: Request) -> Response:
-        report = health.check_health()
+        report = health.current_health()
         return Response(report.as_dict(), status=200 if report.is_healthy else 503)
+
+
+# Reads nothing, no database, no Redis (no throttle either): that the process answers is all it says.
+class LivenessView(ApiView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @schema.liveness_docs
+    def get(self, request: Request) -> Response:
+        return Response({"status": "alive"})
+
+
+class ReadinessView(ApiView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @schema.readiness_docs
+    def get(self, request: Request) -> Response:
+        report = health.check_readiness()
+        return Response(report.as_dict(), status=200 if report.is_ready else 503)
