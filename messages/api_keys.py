@@ -6,6 +6,8 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
+from django.apps import apps as global_apps
+from django.apps.registry import Apps
 from django.utils import timezone
 
 from messages.models import API_TOKEN_KEY_HASH, API_TOKEN_KEY_ID, ApiKey
@@ -33,9 +35,15 @@ def create_api_key(*, name: str, read_only: bool = False) -> tuple[ApiKey, str]:
     return key, raw_key
 
 
-def ensure_api_token_key(**kwargs: object) -> None:
-    """The row standing for API_TOKEN (migration 0005 creates it; a flushed database needs it back)."""
-    ApiKey.objects.get_or_create(
+def ensure_api_token_key(*, apps: Apps = global_apps, **kwargs: object) -> None:
+    """The row standing for API_TOKEN (migration 0005 creates it; a flushed database needs it
+    back). post_migrate's `apps` is the migrated state: a migrate to an older target, or to
+    zero, must not meet today's columns. A flush sends none: the tables are today's then."""
+    try:
+        api_key = apps.get_model("scheduler", "ApiKey")
+    except LookupError:
+        return
+    api_key.objects.get_or_create(
         pk=API_TOKEN_KEY_ID, defaults={"name": "API_TOKEN", "prefix": "API_TOKEN", "key_hash": API_TOKEN_KEY_HASH}
     )
 

@@ -26,6 +26,8 @@ HEARTBEAT_KEY = KEY_PREFIX + "heartbeat"
 # Written once and never expired: when it is missing, Redis lost its data (restart, FLUSHALL).
 BROKER_EPOCH_KEY = KEY_PREFIX + "broker-epoch"
 DISPATCH_LOCK_KEY = KEY_PREFIX + "dispatch-lock"
+# What redis-py raises for a Redis that is down, full, read-only or too slow.
+REDIS_ERRORS = (redis.RedisError, OSError)
 
 
 @cache
@@ -36,7 +38,13 @@ def redis_client() -> redis.Redis:
 
 
 def remember_task_id(message_pk: int, task_id: str, *, ttl_seconds: int) -> None:
-    redis_client().set(TASK_ID_KEY.format(message_pk=message_pk), task_id, ex=ttl_seconds)
+    """Best effort, as revoke_task_of: it runs after the message's commit, where an exception
+    would fail a POST whose message is stored (and its retry get 409). Without the id a cancel
+    cannot revoke the task, which then finds the row gone and sends nothing."""
+    try:
+        redis_client().set(TASK_ID_KEY.format(message_pk=message_pk), task_id, ex=ttl_seconds)
+    except REDIS_ERRORS as error:
+        logger.warning("task id of message %s not kept, its task cannot be revoked: %s", message_pk, error)
 
 
 def revoke_task_of(message_pk: int) -> None:
@@ -45,7 +53,7 @@ def revoke_task_of(message_pk: int) -> None:
         task_id = redis_client().getdel(TASK_ID_KEY.format(message_pk=message_pk))
         if task_id:
             celery_app.control.revoke(task_id.decode())
-    except (redis.RedisError, OSError) as error:
+    except REDIS_ERRORS as error:
         logger.warning("revoke skipped for message %s: %s", message_pk, error)
 
 

@@ -56,9 +56,14 @@ def enqueue_after_commit(message: Message) -> None:
         try:
             enqueue_group([message.pk], eta=message.due_at, message_ids=[message.message_id],
                           payload_bytes=message.payload_bytes)
-        except BrokerError as error:
-            # The row says "enqueued"; clear that so the next dispatch run sends it.
+        except (BrokerError, *broker.REDIS_ERRORS) as error:
+            # kombu wraps redis-py's errors in its own (tests/test_redis_faults_after_commit.py);
+            # redis-py's are named too, should one get through. The row says "enqueued": clear
+            # that so the next dispatch run sends it.
             Message.objects.filter(pk=message.pk, enqueued_at=message.enqueued_at).update(enqueued_at=None)
             logger.warning("message %s left for the dispatcher, broker unavailable: %s", message.message_id, error)
 
-    transaction.on_commit(enqueue)
+    # Robust: the message is committed, so whatever fails here must neither fail its request
+    # (a 500, and a 409 for the client's retry) nor skip the enqueues of the others committed with
+    # it (a worker recording a group); a row left marked enqueued is re-sent by the recovery rule.
+    transaction.on_commit(enqueue, robust=True)

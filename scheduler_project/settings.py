@@ -168,11 +168,14 @@ def _database_from_env() -> dict:
         # The web server, the workers and beat share the file: WAL lets readers run beside
         # the writer, IMMEDIATE takes the write lock up front so two writers queue on the
         # busy timeout instead of failing with "database is locked" halfway through.
+        # synchronous=FULL: each commit waits for the WAL to reach the disk, so a POST answered
+        # 200 survives a power cut or a kernel crash; NORMAL could lose the last commits there
+        # (issue 11; what it costs: docs/benchmarks.md).
         database.setdefault("OPTIONS", {}).update(
             {
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
                 "factory": PrivateSQLiteConnection,
             }
         )
