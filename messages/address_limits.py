@@ -1,13 +1,14 @@
 """Per-address limits on what anyone may send without a valid token: failed API authentications,
 requests to the public endpoints, failed admin logins. A middleware; counts in rate_windows.
 
-The address is REMOTE_ADDR. Behind a proxy that is the proxy's, one address for every client, so
-one client's wrong tokens would block them all: set TRUSTED_PROXY_COUNT to the number of proxies
-that append to X-Forwarded-For, and the address is the one the outermost of them saw.
+The address is REMOTE_ADDR. Behind a proxy that is the proxy's, one address for every client: set
+TRUSTED_PROXY_COUNT to the number of proxies that append to X-Forwarded-For, and the address is
+the one the outermost of them saw. An IPv6 address counts as its /64, which one host owns.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
+from django.utils.crypto import constant_time_compare
 
 from messages import rate_windows
 
@@ -37,6 +39,8 @@ class FailureLimit:
     setting: str
     is_failure: Callable[[HttpResponse], bool]
     over_limit: Callable[[int], HttpResponse]
+    # A request that is never refused, nor counted: what it carries is checked without a query.
+    is_exempt: Callable[[HttpRequest], bool] = lambda request: False
 
 
 def _json_refusal(status: int, detail: str, retry_after: int) -> HttpResponse:
@@ -51,6 +55,19 @@ def _plain_refusal(status: int, text: str, retry_after: int) -> HttpResponse:
     return response
 
 
+def carries_the_api_token(request: HttpRequest) -> bool:
+    """The Authorization header is `Bearer <API_TOKEN>`, as BearerTokenAuthentication reads it.
+
+    So that wrong tokens sent from a proxy's or a NAT's address, which many clients share, never
+    lock the operator out. API keys get no such pass: telling a valid one from a guess takes the
+    hash and the query that refusing a blocked address before the view exists to save.
+    """
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    token = token.strip()
+    return bool(settings.API_TOKEN and token and scheme.lower() == "bearer"
+                and constant_time_compare(token, settings.API_TOKEN))
+
+
 FAILED_API_AUTH = FailureLimit(
     name="failed-auth",
     setting="API_FAILED_AUTH_LIMIT",
@@ -58,6 +75,7 @@ FAILED_API_AUTH = FailureLimit(
     over_limit=lambda wait: _json_refusal(
         429, f"Too many failed authentications from this address; retry in {wait} seconds.", wait
     ),
+    is_exempt=carries_the_api_token,
 )
 FAILED_ADMIN_LOGIN = FailureLimit(
     name="admin-login",
@@ -71,13 +89,47 @@ FAILED_ADMIN_LOGIN = FailureLimit(
 
 
 def client_address(request: HttpRequest) -> str:
-    """REMOTE_ADDR; with TRUSTED_PROXY_COUNT proxies in front, the address the outermost one saw."""
+    """REMOTE_ADDR; with TRUSTED_PROXY_COUNT proxies in front, the address the outermost one saw.
+
+    IPv6 addresses as their /64. An X-Forwarded-For entry that is not an IP address counts as
+    REMOTE_ADDR: any text would otherwise be an address of its own, a fresh budget each.
+    """
+    remote = request.META.get("REMOTE_ADDR", "")
+    remote_ip = _ip_of(remote)
+    fallback = remote if remote_ip is None else _counted_as(remote_ip)
     proxies = settings.TRUSTED_PROXY_COUNT
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-    if proxies and forwarded:
-        # Each proxy appends the address it got the request from: the ones left of those are the client's to forge.
-        return forwarded[-min(proxies, len(forwarded))]
-    return request.META.get("REMOTE_ADDR", "")
+    if not (proxies and forwarded):
+        return fallback
+    # Each proxy appends the address it got the request from: the ones left of those are the client's to forge.
+    forwarded_ip = _ip_of(forwarded[-min(proxies, len(forwarded))])
+    return fallback if forwarded_ip is None else _counted_as(forwarded_ip)
+
+
+def _ip_of(entry: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in "192.0.2.1", "192.0.2.1:443", "2001:db8::1" or "[2001:db8::1]:443"; None for anything else."""
+    host = entry.strip()
+    if host.startswith("["):
+        host, closed, port = host[1:].partition("]")
+        if not closed or not (port == "" or (port[:1] == ":" and port[1:].isdigit())):
+            return None
+    elif host.count(":") == 1:  # an IPv4 address and a port (an IPv6 address has two colons or more)
+        host, _, port = host.partition(":")
+        if not port.isdigit():
+            return None
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _counted_as(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # a dual-stack socket's view of an IPv4 client
+            return str(ip.ipv4_mapped)
+        # One host gets a whole /64 (SLAAC, privacy addresses): per address, it would have 2^64 budgets.
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 class AddressLimitMiddleware:
@@ -126,7 +178,7 @@ class AddressLimitMiddleware:
 
     def _guard(self, request: HttpRequest, address: str, limit: FailureLimit) -> HttpResponse:
         rate = getattr(settings, limit.setting)
-        if rate is None:
+        if rate is None or limit.is_exempt(request):
             return self.get_response(request)
         identity = f"{limit.name}:{address}"
         try:

@@ -45,6 +45,10 @@ COUNT_CAP = 10_000
 # Each message is its own locked transaction: a larger selection belongs in a management command.
 MAX_MESSAGES_PER_ACTION = 1_000
 URL_SCHEMES = ("http://", "https://")
+# scheme://user[:password]@ before the first slash of the authority.
+URL_WITH_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+# The query parameters of the list's filters (list_filter); no other lookup is accepted.
+FILTER_LOOKUPS = frozenset({"status__exact", "owner__id__exact", "due", "claim"})
 
 SKIP_REASONS: dict[type[Exception], str] = {
     MessageInFlight: "in flight (its webhook is being called right now)",
@@ -267,6 +271,12 @@ class MessageAdmin(admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return MessageChangeList
 
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # Only the sidebar's filters: Django would otherwise accept any lookup on the model's own
+        # fields in the query string (?webhook_url__regex=...), an oracle for URL credentials,
+        # payloads and header tokens.
+        return lookup in FILTER_LOOKUPS
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
     ) -> tuple[QuerySet[Message], bool]:
@@ -278,7 +288,9 @@ class MessageAdmin(admin.ModelAdmin):
         if not term:
             return queryset, False
         if term.startswith(URL_SCHEMES):
-            return queryset.filter(webhook_url__startswith=term), False
+            # Never over URLs with credentials: a prefix search would read a password back
+            # one character at a time ("https://alice:h" matches, "https://alice:x" does not).
+            return queryset.filter(webhook_url__startswith=term).exclude(webhook_url__regex=URL_WITH_USERINFO), False
         every_owner = list(ApiKey.objects.values_list("pk", flat=True))
         return queryset.filter(owner_id__in=every_owner, message_id=term), False
 

@@ -14,6 +14,8 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from scheduler_project.celery import app as celery_app
 
@@ -28,12 +30,28 @@ BROKER_EPOCH_KEY = KEY_PREFIX + "broker-epoch"
 DISPATCH_LOCK_KEY = KEY_PREFIX + "dispatch-lock"
 # What redis-py raises for a Redis that is down, full, read-only or too slow.
 REDIS_ERRORS = (redis.RedisError, OSError)
+# The request limiters' longest wait for Redis (to connect, then for each answer): every API
+# request waits on them, and a count in Redis answers in about a millisecond.
+LIMITER_REDIS_TIMEOUT_SECONDS = 0.25
 
 
 @cache
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
+
+
+@cache
+def limiter_redis_client() -> redis.Redis:
+    """For rate_windows: a Redis that hangs costs one request a quarter of a second, not the 5 s
+    and the retries of redis_client, and rate_windows then leaves it alone for a while. No retry:
+    a failed count falls back to this process's own."""
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=LIMITER_REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=LIMITER_REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

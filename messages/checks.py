@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, register, run_checks
+from django.core.checks import Warning as CheckWarning  # not the builtin
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,18 @@ def exit_on_system_check_errors() -> None:
         logger.critical("refusing to start: %s", error)
     if errors:
         raise SystemExit(1)
+
+
+@register()
+def check_client_address_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    if settings.HTTPS and settings.TRUSTED_PROXY_COUNT == 0:
+        return [CheckWarning(
+            "Behind a TLS proxy every client shares its address for the per-address limits; set TRUSTED_PROXY_COUNT.",
+            hint="HTTPS=true means a TLS proxy in front; with TRUSTED_PROXY_COUNT=0 all clients share one budget of "
+            "failed authentications and public requests, so one client's wrong tokens block everyone's API keys.",
+            id="scheduler.W001",
+        )]
+    return []
 
 
 @register()

@@ -1,9 +1,9 @@
 """What a client gives for its own receiver and must never read back: header values are sealed
 at rest (Fernet) and masked when shown, and so is the userinfo of a webhook URL.
 
-The keys: HEADER_ENCRYPTION_KEYS (Fernet keys, the first seals, every one opens), or when it is
-empty, keys derived from SECRET_KEY and SECRET_KEY_FALLBACKS, so that rotating either the
-Django way keeps every stored message readable.
+The keys: HEADER_ENCRYPTION_KEYS (Fernet keys, the first seals, every one opens), then keys
+derived from SECRET_KEY and SECRET_KEY_FALLBACKS (the sealing ones when no explicit key is set),
+so that rotating either the Django way keeps every stored message readable.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ def derived_key(secret: str) -> bytes:
 
 
 def configured_keys() -> list[bytes]:
-    if settings.HEADER_ENCRYPTION_KEYS:
-        return [key.encode() for key in settings.HEADER_ENCRYPTION_KEYS]
-    return [derived_key(secret) for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]]
+    """The first seals; all open. The keys derived from SECRET_KEY (and its fallbacks) always
+    open, after any explicit ones: setting HEADER_ENCRYPTION_KEYS later leaves the rows sealed
+    before it readable (`manage.py reseal_headers` moves them to the new key)."""
+    derived = [derived_key(secret) for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]]
+    return [key.encode() for key in settings.HEADER_ENCRYPTION_KEYS] + derived
 
 
 @cache

@@ -111,8 +111,9 @@ class Message(models.Model):
     # delivery path, and kept in the client's key order (jsonb would reorder the keys).
     payload_json = models.TextField()
     payload_bytes = models.PositiveIntegerField(default=0, help_text="Size of the payload as sent, in bytes.")
-    # The client's headers as one Fernet token (messages/confidential.py); empty for none.
-    headers_sealed = models.TextField(blank=True, default="")
+    # The client's headers as one Fernet token (messages/confidential.py); empty for none. The
+    # database default serves the previous version's processes during an upgrade (migration 0005).
+    headers_sealed = models.TextField(blank=True, default="", db_default="")
     max_attempts = models.PositiveSmallIntegerField(null=True, blank=True)
     timeout_seconds = models.PositiveSmallIntegerField(null=True, blank=True)
     attempt_count = models.PositiveSmallIntegerField(default=0)

@@ -21,9 +21,11 @@ Rate = tuple[int, float]
 COUNTER_KEY = broker.KEY_PREFIX + "rate:{identity}:{window}"
 # Retry-After of a refusal because Redis does not answer: a Redis restart takes about this long.
 REDIS_ERROR_RETRY_AFTER_SECONDS = 5
-# After a Redis error this process counts nothing in Redis for this long: redis-py retries a
-# refused connection with backoff (3.7 s a call, measured), which no request should pay each time.
+# After a Redis error this process counts nothing in Redis for a while: even the limiters' own
+# client (no retries, a quarter-second timeout) would make every request wait that long on a hung
+# Redis. The pause doubles while Redis keeps failing, up to the maximum, and a success ends it.
 REDIS_ERROR_PAUSE_SECONDS = 2.0
+REDIS_ERROR_PAUSE_MAX_SECONDS = 30.0
 # An in-process count forgets every address past this many: its memory stays bounded when
 # addresses rotate (an IPv6 /64 holds plenty), at the price of a fresh window for all.
 IN_PROCESS_ADDRESSES_MAX = 10_000
@@ -56,20 +58,39 @@ def _window(rate: Rate, now: float | None) -> tuple[int, float]:
     return window, (window + 1) * window_seconds - now
 
 
-class _RedisPause:
+class RedisPause:
+    """When this process may ask Redis again; `now` is time.monotonic()'s."""
+
     def __init__(self) -> None:
-        self.until = 0.0  # time.monotonic(); one float, assigned whole: no lock needed
+        self._lock = threading.Lock()
+        self.until = 0.0  # read without the lock: one float, assigned whole
+        self.seconds = 0.0  # the last pause's length; 0 after a success
 
-    def check(self) -> None:
-        if time.monotonic() < self.until:
-            raise CountUnavailable(f"Redis failed less than {REDIS_ERROR_PAUSE_SECONDS} s ago")
+    def check(self, *, now: float | None = None) -> None:
+        if (time.monotonic() if now is None else now) < self.until:
+            raise CountUnavailable(f"Redis failed less than {self.seconds:g} s ago")
 
-    def start(self, error: Exception) -> CountUnavailable:
-        self.until = time.monotonic() + REDIS_ERROR_PAUSE_SECONDS
+    def start(self, error: Exception, *, now: float | None = None) -> CountUnavailable:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            # A request that was already waiting when another's error started the pause fails
+            # with it: one outage seen by many requests at once is one failure, not many.
+            if now >= self.until:
+                self.seconds = min(REDIS_ERROR_PAUSE_MAX_SECONDS, 2 * self.seconds or REDIS_ERROR_PAUSE_SECONDS)
+                self.until = now + self.seconds
         return CountUnavailable(str(error))
 
+    def succeeded(self) -> None:
+        if self.seconds:  # no lock taken while Redis answers
+            with self._lock:
+                self.seconds = 0.0
 
-_redis_pause = _RedisPause()
+    def clear(self) -> None:
+        with self._lock:
+            self.until = self.seconds = 0.0
+
+
+_redis_pause = RedisPause()
 
 
 def count_request(identity: str, rate: Rate, *, now: float | None = None) -> WindowCount:
@@ -78,12 +99,13 @@ def count_request(identity: str, rate: Rate, *, now: float | None = None) -> Win
     key = COUNTER_KEY.format(identity=identity, window=window)
     _redis_pause.check()
     try:
-        pipe = broker.redis_client().pipeline(transaction=False)
+        pipe = broker.limiter_redis_client().pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, int(rate[1]) + 1)
         count = pipe.execute()[0]
     except (redis.RedisError, OSError) as error:
         raise _redis_pause.start(error) from error
+    _redis_pause.succeeded()
     return WindowCount(int(count), seconds_left)
 
 
@@ -92,16 +114,17 @@ def current_count(identity: str, rate: Rate, *, now: float | None = None) -> Win
     window, seconds_left = _window(rate, now)
     _redis_pause.check()
     try:
-        value = broker.redis_client().get(COUNTER_KEY.format(identity=identity, window=window))
+        value = broker.limiter_redis_client().get(COUNTER_KEY.format(identity=identity, window=window))
     except (redis.RedisError, OSError) as error:
         raise _redis_pause.start(error) from error
+    _redis_pause.succeeded()
     return WindowCount(int(value or 0), seconds_left)
 
 
 def forget_counts() -> None:
     """This process's own counts and Redis pause (for tests: every one starts afresh)."""
     in_process_counts.clear()
-    _redis_pause.until = 0.0
+    _redis_pause.clear()
 
 
 class InProcessCounts:

@@ -69,7 +69,10 @@ def schedule_message(
             if queue_now:
                 enqueue_after_commit(message)
     except IntegrityError:
-        raise MessageIdTaken(message_id) from None
+        # The id's uniqueness, or something else (an owner that is gone): only the first is a 409.
+        if Message.objects.owned_by(owner_id).holding_id(message_id).exists():
+            raise MessageIdTaken(message_id) from None
+        raise
     return message
 
 

@@ -49,7 +49,7 @@ def _no_counted_requests_or_cached_health(redis_server: processes.RedisServer) -
 
 @pytest.fixture
 def redis_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The web code's Redis client points at a port nothing listens on (refused at once: no
+    """The web code's Redis clients (the limiters' too) point at a port nothing listens on (refused at once: no
     retries, where the real client's would take seconds)."""
     import redis
     from redis.backoff import NoBackoff
@@ -62,6 +62,7 @@ def redis_down(monkeypatch: pytest.MonkeyPatch) -> None:
         port = probe.getsockname()[1]
     closed = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     monkeypatch.setattr(broker, "redis_client", lambda: closed)
+    monkeypatch.setattr(broker, "limiter_redis_client", lambda: closed)
 
 
 # The workers' name server: one name that resolves, one whose server never answers.

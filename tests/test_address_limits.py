@@ -4,21 +4,55 @@ what every limiter does when Redis does not answer (RATE_LIMIT_ON_REDIS_ERROR)."
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
+from django.core.checks import run_checks
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from messages import address_limits, broker
+from messages import address_limits, broker, rate_windows
 from messages.api_keys import create_api_key
 
 pytestmark = pytest.mark.django_db
 
 ADMIN_LOGIN = "/admin/login/"
+
+
+@pytest.fixture
+def hung_redis(settings) -> Iterator[None]:
+    """REDIS_URL points at a listener that accepts connections and never answers: a hung Redis."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        while not stopping.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    settings.REDIS_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    broker.redis_client.cache_clear()
+    broker.limiter_redis_client.cache_clear()
+    yield
+    broker.redis_client.cache_clear()
+    broker.limiter_redis_client.cache_clear()
+    stopping.set()
+    thread.join()
+    for connection in [listener, *held]:
+        connection.close()
 
 
 def client_with(authorization: str | None, address: str = "127.0.0.1") -> APIClient:
@@ -37,19 +71,40 @@ def assert_refused(response, status: int, *, window_seconds: float) -> None:
 # --- Failed API authentications ------------------------------------------------------------
 
 
-def test_an_address_past_the_failed_auth_limit_gets_429_even_with_the_right_token(settings):
-    # Given a limit of 3 failed authentications a minute
+def test_an_address_past_the_failed_auth_limit_gets_429_even_with_a_valid_api_key(settings):
+    # Given a limit of 3 failed authentications a minute, and an API key
     settings.API_FAILED_AUTH_LIMIT = (3, 60.0)
+    _, secret = create_api_key(name="real")
     wrong = client_with("Bearer not-the-token")
 
     # When an address fails 3 times (a missing header fails too)
     statuses = [wrong.get("/messages").status_code for _ in range(2)] + [client_with(None).get("/messages").status_code]
 
-    # Then its next request is refused, whatever token it carries, and other addresses are not
+    # Then its next request is refused, with a wrong token or a valid key, and other addresses are not
     assert statuses == [401, 401, 401]
     assert_refused(wrong.get("/messages"), 429, window_seconds=60)
-    assert_refused(client_with(f"Bearer {django_settings.API_TOKEN}").get("/messages"), 429, window_seconds=60)
-    assert client_with(f"Bearer {django_settings.API_TOKEN}", address="10.1.2.3").get("/messages").status_code == 200
+    assert_refused(client_with(f"Bearer {secret}").get("/messages"), 429, window_seconds=60)
+    assert client_with(f"Bearer {secret}", address="10.1.2.3").get("/messages").status_code == 200
+
+
+def test_api_token_still_passes_from_an_address_that_wrong_tokens_blocked(settings, redis_server):
+    # Given a proxy in front and TRUSTED_PROXY_COUNT=0, so every client has the proxy's address,
+    # and one client that sent wrong tokens until that address was blocked
+    settings.TRUSTED_PROXY_COUNT = 0
+    settings.API_FAILED_AUTH_LIMIT = (3, 60.0)
+    proxy = "10.0.0.1"
+    assert [client_with("Bearer guessed", address=proxy).get("/messages").status_code for _ in range(3)] == [401] * 3
+    assert client_with("Bearer guessed", address=proxy).get("/messages").status_code == 429
+    redis_server.client().config_resetstat()
+
+    # When another client behind the same proxy sends API_TOKEN
+    operator = client_with(f"Bearer {django_settings.API_TOKEN}", address=proxy)
+    statuses = [operator.get("/messages").status_code for _ in range(3)]
+
+    # Then it is served, without a count read, and the guesser stays blocked
+    assert statuses == [200, 200, 200]
+    assert "cmdstat_get" not in redis_server.client().info("commandstats")
+    assert client_with("Bearer guessed", address=proxy).get("/messages").status_code == 429
 
 
 def test_requests_with_a_valid_token_never_count_as_failures(settings, api):
@@ -173,10 +228,10 @@ def test_with_redis_down_a_valid_token_is_served_and_failed_auth_is_still_limite
 
 
 def test_after_a_redis_error_the_limiters_leave_redis_alone_for_a_moment(settings, redis_down, monkeypatch):
-    # Given Redis refusing connections, which redis-py retries with backoff (seconds a call)
+    # Given Redis refusing connections
     asked = []
-    closed = broker.redis_client()
-    monkeypatch.setattr(broker, "redis_client", lambda: asked.append(1) or closed)
+    closed = broker.limiter_redis_client()
+    monkeypatch.setattr(broker, "limiter_redis_client", lambda: asked.append(1) or closed)
     wrong = client_with("Bearer wrong", address="192.0.2.8")
 
     # When requests keep coming
@@ -185,6 +240,58 @@ def test_after_a_redis_error_the_limiters_leave_redis_alone_for_a_moment(setting
     # Then only the first waited for Redis
     assert statuses == [401, 401, 401]
     assert len(asked) == 1
+
+
+def test_the_pause_after_redis_errors_doubles_while_they_go_on_and_ends_at_a_success():
+    pause = rate_windows.RedisPause()
+    error = ConnectionError("refused")
+
+    def paused_at(now: float) -> bool:
+        try:
+            pause.check(now=now)
+        except rate_windows.CountUnavailable:
+            return True
+        return False
+
+    # Given errors each time the pause ends: 2 s, 4 s, 8 s, 16 s, then 30 s at most
+    ends = []
+    now = 0.0
+    for _ in range(6):
+        pause.start(error, now=now)
+        ends.append(pause.until)
+        now = pause.until
+    assert ends == [2.0, 6.0, 14.0, 30.0, 60.0, 90.0]
+    assert paused_at(89.9)
+    assert not paused_at(90.0)
+
+    # When requests that were waiting already fail while a pause runs, it is not lengthened
+    pause.start(error, now=85.0)
+    assert pause.until == 90.0
+
+    # And after a success, the next error pauses for 2 s again
+    pause.succeeded()
+    pause.start(error, now=100.0)
+    assert pause.until == 102.0
+
+
+def test_a_hung_redis_delays_an_api_request_a_fraction_of_a_second_once(hung_redis):
+    # Given an API key, and a Redis that accepts connections and never answers
+    _, secret = create_api_key(name="real")
+    client = client_with(f"Bearer {secret}")
+
+    # When requests come with the key (each read of its address's failures waits on Redis)
+    started = time.monotonic()
+    first = client.get("/messages")
+    first_took = time.monotonic() - started
+    started = time.monotonic()
+    second = client.get("/messages")
+    second_took = time.monotonic() - started
+
+    # Then the first waits for the limiters' short timeout, not redis-py's 5 s and its retries,
+    # and the next does not ask Redis at all
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first_took < 2.0
+    assert second_took < 0.2
 
 
 def test_with_redis_down_refuse_answers_503_from_the_per_key_throttle(settings, redis_down, api):
@@ -243,6 +350,51 @@ def test_the_client_address_is_the_one_the_outermost_trusted_proxy_saw(settings,
     request = RequestFactory().get("/messages", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded_for)
 
     assert address_limits.client_address(request) == expected
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "expected"),
+    [
+        ("203.0.113.7:51234", "203.0.113.7"),
+        ("[2001:db8:1:2::7]:443", "2001:db8:1:2::/64"),
+        ("[2001:db8:1:2::7]", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),  # any address of the /64 is the same host's
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4 client as a dual-stack proxy writes it
+        # Not an IP address: counted as REMOTE_ADDR, never as an address of its own
+        ("anything-at-all", "10.0.0.1"),
+        ("unknown", "10.0.0.1"),
+        ("203.0.113.7:http", "10.0.0.1"),
+        ("[2001:db8::7]x", "10.0.0.1"),
+        ("203.0.113.7 extra", "10.0.0.1"),
+    ],
+)
+def test_a_forwarded_entry_counts_as_an_ip_address_or_as_remote_addr(settings, forwarded_for, expected):
+    settings.TRUSTED_PROXY_COUNT = 1
+    request = RequestFactory().get("/messages", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded_for)
+
+    assert address_limits.client_address(request) == expected
+
+
+def test_an_ipv6_remote_addr_counts_as_its_64(settings):
+    # Given a limit of 2 failures, and a host that owns 2001:db8:5:6::/64
+    settings.API_FAILED_AUTH_LIMIT = (2, 60.0)
+    addresses = ["2001:db8:5:6::1", "2001:db8:5:6::2", "2001:db8:5:6:ffff::3"]
+
+    # When it fails from two of its addresses
+    statuses = [client_with("Bearer wrong", address=address).get("/messages").status_code for address in addresses[:2]]
+
+    # Then a third of them is blocked too, and the next /64 is not
+    assert statuses == [401, 401]
+    assert client_with("Bearer wrong", address=addresses[2]).get("/messages").status_code == 429
+    assert client_with("Bearer wrong", address="2001:db8:5:7::1").get("/messages").status_code == 401
+
+
+@pytest.mark.parametrize(("https", "proxies", "warned"), [(True, 0, True), (True, 1, False), (False, 0, False)])
+def test_https_without_trusted_proxies_warns_that_clients_share_the_proxy_s_address(settings, https, proxies, warned):
+    settings.HTTPS = https
+    settings.TRUSTED_PROXY_COUNT = proxies
+
+    assert ("scheduler.W001" in {message.id for message in run_checks()}) is warned
 
 
 @pytest.mark.parametrize(

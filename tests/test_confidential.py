@@ -149,3 +149,45 @@ def test_the_migration_gives_existing_messages_to_api_token_and_seals_their_head
     assert message.headers == SECRET_HEADERS
     assert "downstream-secret-7f3a" not in stored_headers_column(row.pk)
     assert Message.objects.get(pk=plain.pk).headers_sealed == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unapplying_the_migration_gives_the_previous_version_its_headers_back():
+    make_message(message_id="kept", headers=SECRET_HEADERS)
+    executor = MigrationExecutor(connection)
+    before = [("scheduler", "0004_payload_text_and_delivery_id")]
+
+    executor.migrate(before)
+
+    old_message = executor.loader.project_state(before).apps.get_model("scheduler", "Message")
+    assert old_message.objects.get(message_id="kept").headers == SECRET_HEADERS
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unapplying_the_migration_is_refused_up_front_while_two_keys_share_an_id():
+    from messages.api_keys import create_api_key
+
+    other, _ = create_api_key(name="other")
+    make_message(message_id="shared")
+    make_message(message_id="shared", owner_id=other.pk)
+    executor = MigrationExecutor(connection)
+
+    with pytest.raises(RuntimeError, match="used by more than one key"):
+        executor.migrate([("scheduler", "0004_payload_text_and_delivery_id")])
+
+    # Nothing was undone: both keep their id and the per-key indexes serve them
+    assert Message.objects.filter(message_id="shared").count() == 2
+
+
+def test_headers_sealed_before_explicit_keys_were_set_stay_readable_after(settings):
+    settings.HEADER_ENCRYPTION_KEYS = []
+    message = make_message(message_id="before-explicit-keys", headers=SECRET_HEADERS)
+
+    settings.HEADER_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    assert Message.objects.get(pk=message.pk).headers == SECRET_HEADERS
+    call_command("reseal_headers", stdout=StringIO())
+    settings.SECRET_KEY = "another-secret-key-" * 3  # the derived key is gone: the explicit one opens it
+    assert Message.objects.get(pk=message.pk).headers == SECRET_HEADERS

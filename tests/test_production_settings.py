@@ -32,7 +32,7 @@ from tests.support.processes import ROOT
 
 def test_check_deploy_is_clean_with_the_documented_production_settings():
     env = {
-        "PATH": "/usr/bin:/bin", "READ_DOT_ENV": "false", "DEBUG": "false", "HTTPS": "true",
+        "PATH": "/usr/bin:/bin", "READ_DOT_ENV": "false", "DEBUG": "false", "HTTPS": "true", "TRUSTED_PROXY_COUNT": "1",
         "SECRET_KEY": secrets.token_urlsafe(50), "API_TOKEN": secrets.token_urlsafe(32),
         "ALLOWED_HOSTS": "scheduler.example.com", "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
         "DATABASE_URL": "sqlite:////tmp/check-deploy.sqlite3",

@@ -282,3 +282,42 @@ def test_migrating_to_a_target_before_tenancy_and_back_keeps_the_api_token_key()
     call_command("migrate", verbosity=0)
 
     assert ApiKey.objects.get(pk=API_TOKEN_KEY_ID).name == "API_TOKEN"
+
+
+def test_ops_staff_cannot_read_url_credentials_back_through_search_or_lookups(client):
+    make_message(message_id="secret-url", webhook_url="https://alice:hunter2@recv.example/hook")
+    make_message(message_id="plain-url", webhook_url="https://recv.example/other")
+    client.force_login(staff("operator", groups=("ops",)))
+
+    def found(query: dict) -> set[str]:
+        response = client.get(CHANGELIST, query)
+        if response.status_code != 200 or "cl" not in (response.context or {}):
+            return set()
+        return {message.message_id for message in response.context["cl"].result_list}
+
+    assert found({"q": "https://alice:h"}) == set()
+    assert found({"q": "https://alice:x"}) == set()
+    assert found({"q": "https://recv.example/"}) == {"plain-url"}
+    assert found({"webhook_url__regex": "^https://alice:h"}) == found({"webhook_url__regex": "^https://alice:x"})
+    assert found({"payload_json__contains": "n"}) == found({"payload_json__contains": "zzz"})
+    assert found({"status__exact": "scheduled"}) == {"secret-url", "plain-url"}
+
+
+def test_metrics_are_the_operators_not_another_tenants(api, key_a):
+    _, client_a = key_a
+
+    assert api.get("/metrics").status_code == 200
+    refused = client_a.get("/metrics")
+    assert refused.status_code == 403
+    assert refused.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign key is checked when the insert commits
+def test_an_insert_that_fails_for_another_reason_than_the_id_is_not_reported_as_taken():
+    from django.db import IntegrityError
+
+    from messages import scheduling
+
+    with pytest.raises(IntegrityError):
+        scheduling.schedule_message(owner_id=987654, message_id="orphan", schedule_to=timezone.now() + timedelta(days=1),
+                                    webhook_url="https://example.com/", payload_json="{}")

@@ -1,4 +1,4 @@
-"""Who may do what: any key reads, read-only keys write nothing; /metrics also from allowed networks."""
+"""Who may do what: any key reads, read-only keys write nothing; /metrics is the operator's."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ from django.conf import settings
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from messages.models import API_TOKEN_KEY_ID
+
 if TYPE_CHECKING:  # DRF imports this module (DEFAULT_PERMISSION_CLASSES) while building APIView
     from rest_framework.views import APIView
 
 
-class IsAuthenticatedOrFromAllowedNetwork(BasePermission):
+class IsOperatorOrFromAllowedNetwork(BasePermission):
+    """/metrics counts every key's messages: the operator's API_TOKEN reads it, or a scraper on
+    METRICS_ALLOWED_NETWORKS; the other keys, each a tenant, do not."""
+
+    message = "Metrics are for the operator: use API_TOKEN, or scrape from METRICS_ALLOWED_NETWORKS."
+
     def has_permission(self, request: Request, view: APIView) -> bool:
-        if request.user and request.user.is_authenticated:
+        if request.user and request.user.is_authenticated and request.user.key_id == API_TOKEN_KEY_ID:
             return True
         try:
             client = ip_address(request.META.get("REMOTE_ADDR", ""))

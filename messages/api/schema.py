@@ -493,8 +493,8 @@ readiness_docs = extend_schema(
 metrics_docs = extend_schema(
     operation_id="metrics",
     summary="Prometheus metrics",
-    description="Prometheus text format. Needs the token, unless the caller is on a network listed in "
-    "METRICS_ALLOWED_NETWORKS.",
+    description="Prometheus text format, counting every key's messages. Needs API_TOKEN (other keys get 403), "
+    "unless the caller is on a network listed in METRICS_ALLOWED_NETWORKS.",
     responses={
         (200, "text/plain"): OpenApiResponse(
             OpenApiTypes.STR,

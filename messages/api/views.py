@@ -16,7 +16,7 @@ from messages import health, listing, metrics, scheduling
 from messages.api import schema
 from messages.api.exceptions import Conflict
 from messages.api.negotiation import ContentNegotiation
-from messages.api.permissions import IsAuthenticatedOrFromAllowedNetwork
+from messages.api.permissions import IsOperatorOrFromAllowedNetwork
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
     ListMessagesSerializer,
@@ -125,7 +125,7 @@ class MessageRetryView(ApiView):
 
 
 class MetricsView(ApiView):
-    permission_classes = [IsAuthenticatedOrFromAllowedNetwork]
+    permission_classes = [IsOperatorOrFromAllowedNetwork]
 
     @schema.metrics_docs
     def get(self, request: Request) -> HttpResponse:
