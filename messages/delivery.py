@@ -21,11 +21,9 @@ from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
-from django.db.models.functions import Now
 from django.utils import timezone
 
-from messages import metrics
+from messages import message_states, metrics
 from messages.clock import database_now
 from messages.models import DeliveryAttempt, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
@@ -72,11 +70,7 @@ def claim_messages(message_pks: Sequence[int], *, now: datetime, within: timedel
     """Claims the messages due by `now + within` (a group's window); none is sent before its time."""
     token = uuid4()
     started = lease_clock()
-    claimed_count = (
-        Message.objects.filter(pk__in=message_pks)
-        .waiting_until(now + within)
-        .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None)
-    )
+    claimed_count = message_states.claim(message_pks, token=token, due_by=now + within)
     messages = list(Message.objects.filter(pk__in=message_pks, claim_token=token)) if claimed_count else []
     return Claim(token=token, messages=messages, started_at=started)
 
@@ -96,9 +90,8 @@ def renew_claims(tokens: Sequence[UUID]) -> set[UUID]:
     renewed: set[UUID] = set()
     with bounded_transaction():
         for start in range(0, len(tokens), RENEW_BATCH):
-            batch = Message.objects.filter(status=MessageStatus.SENDING, claim_token__in=tokens[start:start + RENEW_BATCH])
-            batch.update(claimed_at=Now())
-            renewed.update(batch.values_list("claim_token", flat=True).distinct())
+            held = message_states.renew(tokens[start:start + RENEW_BATCH])
+            renewed.update(held.values_list("claim_token", flat=True).distinct())
     return renewed
 
 
@@ -109,10 +102,7 @@ def release_claims(messages: Sequence[Message]) -> int:
     released = 0
     with bounded_transaction():
         for message in messages:
-            status = MessageStatus.RETRYING if message.attempt_count > message.attempt_count_at_resend else MessageStatus.SCHEDULED
-            released += Message.objects.filter(
-                pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
-            ).update(status=status, claim_token=None, claimed_at=None, enqueued_at=None)
+            released += message_states.release(message)
     return released
 
 
@@ -308,20 +298,16 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
             pks = [pk for pk, token in still_claimed if token is not None and token == claims[pk]]
             if not pks:
                 continue
-            Message.objects.filter(pk__in=pks).update(
-                attempt_count=F("attempt_count") + 1,
-                last_status_code=first.result.status_code,
-                last_error=first.result.error,
-                claimed_at=None,
-                claim_token=None,
-                **_fields_after(first.decision, now=now),
+            decision = first.decision
+            queue_now = decision.outcome is Outcome.RETRY and is_imminent(decision.retry_at, now=now)
+            message_states.record_outcome(
+                pks, status_code=first.result.status_code, error=first.result.error, retry_at=decision.retry_at,
+                finished=_finished_status(decision), now=now, enqueued_at=now if queue_now else None,
             )
             recorded.update(pks)
-        for outcome in outcomes:
-            decision = outcome.decision
-            if outcome.message.pk in recorded and decision.outcome is Outcome.RETRY and is_imminent(decision.retry_at, now=now):
-                outcome.message.due_at, outcome.message.enqueued_at = decision.retry_at, now
-                enqueue_after_commit(outcome.message)
+            if queue_now:
+                # A retry always travels alone (_alike_outcomes): this is its message.
+                enqueue_after_commit(first.message, due_at=decision.retry_at, enqueued_at=now)
         DeliveryAttempt.objects.bulk_create(
             DeliveryAttempt(
                 message_id=outcome.message.pk,
@@ -354,12 +340,11 @@ def _result_class(result: WebhookResult) -> str:
     return f"{result.status_code // 100}xx" if result.status_code is not None else result.error
 
 
-def _fields_after(decision: RetryDecision, *, now: datetime) -> dict[str, object]:
+def _finished_status(decision: RetryDecision) -> str | None:
+    """The status an attempt ends the message in; None while it is retried."""
     if decision.outcome is Outcome.RETRY:
-        enqueued_at = now if is_imminent(decision.retry_at, now=now) else None
-        return {"status": MessageStatus.RETRYING, "due_at": decision.retry_at, "enqueued_at": enqueued_at}
-    status = MessageStatus.DELIVERED if decision.outcome is Outcome.DELIVERED else MessageStatus.FAILED
-    return {"status": status, "due_at": None, "enqueued_at": None, "finished_at": now}
+        return None
+    return MessageStatus.DELIVERED if decision.outcome is Outcome.DELIVERED else MessageStatus.FAILED
 
 
 def _log_attempt(outcome: AttemptOutcome) -> None:
@@ -403,13 +388,7 @@ def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
     for message, cutoff in _stale_claims(database_now(), margin=_stuck_margin()):
         if message.pk not in selected:
             continue
-        # Guarded as recovery is: a claim renewed or recovered since it was listed is left alone.
-        released += Message.objects.filter(
-            pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token, claimed_at__lt=cutoff,
-        ).update(
-            status=MessageStatus.FAILED, claim_token=None, claimed_at=None, due_at=None, enqueued_at=None,
-            finished_at=now, last_status_code=None, last_error=RELEASED_STUCK,
-        )
+        released += message_states.release_stuck(message, cutoff=cutoff, now=now, reason=RELEASED_STUCK)
     return released
 
 

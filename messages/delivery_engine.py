@@ -31,9 +31,9 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from messages import delivery
+from messages import delivery, message_states
 from messages.delivery import lease_clock
-from messages.models import TIMEOUT_SECONDS_MAX, WAITING_STATUSES, Message
+from messages.models import TIMEOUT_SECONDS_MAX, Message
 from messages.webhook_client import CallLoop, WebhookResult, call_loop, send, sleep_until
 
 logger = logging.getLogger(__name__)
@@ -335,7 +335,7 @@ def engine_if_started() -> DeliveryEngine | None:
 
 def give_back_unclaimed(message_pks: Sequence[int]) -> None:
     """A task this stopping worker will not run: beat enqueues its messages again at once."""
-    Message.objects.filter(pk__in=message_pks, status__in=WAITING_STATUSES).update(enqueued_at=None)
+    message_states.forget_enqueued(message_pks)
 
 
 def longest_delivery_seconds() -> float:

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from messages import broker
+from messages import broker, message_states
 from messages.clock import database_clock_skew_seconds
 from messages.delivery import recover_stale_claims
 from messages.models import WAITING_STATUSES, Message
@@ -60,7 +60,7 @@ def dispatch_lock_ttl_seconds() -> float:
 
 
 def forget_enqueued_tasks() -> int:
-    return Message.objects.queued().update(enqueued_at=None)
+    return message_states.forget_enqueued()
 
 
 def enqueue_horizon(*, now: datetime) -> int:
@@ -76,7 +76,7 @@ def enqueue_horizon(*, now: datetime) -> int:
     if not rows:
         return 0
     # Marked before sending: a crash in between leaves them to the recovery rule, not lost.
-    Message.objects.filter(pk__in=[row[0] for row in rows]).update(enqueued_at=now)
+    message_states.mark_enqueued([row[0] for row in rows], now=now)
     enqueued: list[int] = []
     try:
         for eta, group in _groups_due_together(rows, now=now):
@@ -85,7 +85,7 @@ def enqueue_horizon(*, now: datetime) -> int:
             enqueued.extend(row[0] for row in group)
     except BrokerError as error:
         logger.warning("dispatch stopped after %d messages, broker unavailable: %s", len(enqueued), error)
-        Message.objects.filter(pk__in=[row[0] for row in rows]).exclude(pk__in=enqueued).update(enqueued_at=None)
+        message_states.forget_enqueued({row[0] for row in rows} - set(enqueued))
     for row in lost:
         logger.warning("message %s enqueued again: its task was lost", row[1])
     return len(enqueued)

@@ -390,3 +390,45 @@ def _backwards(operation: Operation, app_label: str, schema_editor: BaseDatabase
                from_state: ProjectState, to_state: ProjectState) -> Callable[[], None]:
     return lambda: operation.database_backwards(app_label, schema_editor, from_state, to_state)
 
+
+
+class AddCheckConstraintNotValid(AddConstraint):
+    """AddConstraint for a CheckConstraint. On PostgreSQL: added NOT VALID (a moment's lock,
+    under the lock timeout; new writes are checked from then on), then validated, a scan that
+    blocks no read or write. Elsewhere: the plain AddConstraint, in a transaction of its own."""
+
+    atomic = False
+
+    def __init__(self, model_name: str, constraint: models.CheckConstraint) -> None:
+        if not isinstance(constraint, models.CheckConstraint):
+            raise TypeError(f"{type(self).__name__} takes a CheckConstraint, not {type(constraint).__name__}")
+        super().__init__(model_name, constraint)
+
+    def describe(self) -> str:
+        return f"Create constraint {self.constraint.name} on model {self.model_name}, validated without a lock"
+
+    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
+                          from_state: ProjectState, to_state: ProjectState) -> None:
+        _refuse_transaction(schema_editor, self)
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        if not is_postgresql(schema_editor):
+            run_with_lock_timeout(schema_editor, lambda: schema_editor.add_constraint(model, self.constraint),
+                                  what=self.describe())
+            return
+        table = schema_editor.quote_name(model._meta.db_table)
+        name = schema_editor.quote_name(self.constraint.name)
+        if not _constraint_exists(schema_editor, model, self.constraint.name):  # a rerun after a failed VALIDATE
+            statement = str(self.constraint.create_sql(model, schema_editor)) + " NOT VALID"
+            run_with_lock_timeout(schema_editor, lambda: schema_editor.execute(statement), what=self.describe())
+        with without_timeouts(schema_editor):
+            schema_editor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+
+    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
+                           from_state: ProjectState, to_state: ProjectState) -> None:
+        _refuse_transaction(schema_editor, self)
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            run_with_lock_timeout(schema_editor, lambda: schema_editor.remove_constraint(model, self.constraint),
+                                  what=f"Remove constraint {self.constraint.name}")

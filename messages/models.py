@@ -33,6 +33,30 @@ WAITING_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING)
 PENDING_STATUSES = (*WAITING_STATUSES, MessageStatus.SENDING)
 # Hold their id: a POST with the same id gets 409 until they are delivered or deleted.
 ID_HOLDING_STATUSES = (*PENDING_STATUSES, MessageStatus.FAILED)
+FINISHED_STATUSES = (MessageStatus.DELIVERED, MessageStatus.FAILED)
+
+# The state machine's invariants (messages/message_states.py makes every transition), checked by
+# the database on every write.
+STATE_INVARIANTS = [
+    models.CheckConstraint(
+        name="due_at_set_exactly_while_pending",
+        condition=Q(status__in=PENDING_STATUSES, due_at__isnull=False)
+        | (~Q(status__in=PENDING_STATUSES) & Q(due_at__isnull=True)),
+    ),
+    models.CheckConstraint(
+        name="finished_at_set_exactly_once_finished",
+        condition=Q(status__in=FINISHED_STATUSES, finished_at__isnull=False)
+        | (~Q(status__in=FINISHED_STATUSES) & Q(finished_at__isnull=True)),
+    ),
+    models.CheckConstraint(
+        name="claim_held_exactly_while_sending",
+        condition=Q(status=MessageStatus.SENDING, claim_token__isnull=False, claimed_at__isnull=False)
+        | (~Q(status=MessageStatus.SENDING) & Q(claim_token__isnull=True, claimed_at__isnull=True)),
+    ),
+    models.CheckConstraint(
+        name="enqueued_only_while_waiting", condition=Q(enqueued_at__isnull=True) | Q(status__in=WAITING_STATUSES),
+    ),
+]
 
 
 class MessageQuerySet(models.QuerySet["Message"]):
@@ -144,6 +168,7 @@ class Message(models.Model):
                 condition=~Q(status=MessageStatus.DELIVERED),
                 name="unique_owner_message_id_until_delivered",
             ),
+            *STATE_INVARIANTS,
         ]
         indexes = [
             # GET /messages in next-run order and the dispatcher's horizon scan: only

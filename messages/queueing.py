@@ -11,14 +11,12 @@ from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
-from messages import broker
+from messages import broker, message_states
 from messages.models import Message
+from messages.task_names import DELIVER_TASK, DELIVERY_QUEUE
 from scheduler_project.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
-
-DELIVER_TASK = "messages.tasks.deliver_messages"
-DELIVERY_QUEUE = "deliveries"
 
 
 def horizon_end(now: datetime) -> datetime:
@@ -49,18 +47,23 @@ def enqueue_group(
         broker.remember_task_id(message_pks[0], task_id, ttl_seconds=ttl)
 
 
-def enqueue_after_commit(message: Message) -> None:
-    """For a message just marked enqueued inside the current transaction."""
+def enqueue_after_commit(
+    message: Message, *, due_at: datetime | None = None, enqueued_at: datetime | None = None
+) -> None:
+    """For a message just marked enqueued inside the current transaction, due at `due_at` and
+    marked at `enqueued_at` (by default, what the instance says)."""
+    due_at = due_at or message.due_at
+    enqueued_at = enqueued_at or message.enqueued_at
 
     def enqueue() -> None:
         try:
-            enqueue_group([message.pk], eta=message.due_at, message_ids=[message.message_id],
+            enqueue_group([message.pk], eta=due_at, message_ids=[message.message_id],
                           payload_bytes=message.payload_bytes)
         except (BrokerError, *broker.REDIS_ERRORS) as error:
             # kombu wraps redis-py's errors in its own (tests/test_redis_faults_after_commit.py);
             # redis-py's are named too, should one get through. The row says "enqueued": clear
             # that so the next dispatch run sends it.
-            Message.objects.filter(pk=message.pk, enqueued_at=message.enqueued_at).update(enqueued_at=None)
+            message_states.forget_enqueued([message.pk], enqueued_at=enqueued_at)
             logger.warning("message %s left for the dispatcher, broker unavailable: %s", message.message_id, error)
 
     # Robust: the message is committed, so whatever fails here must neither fail its request

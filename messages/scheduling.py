@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from messages import broker
+from messages import broker, message_states
 from messages.confidential import seal_headers
 from messages.models import WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
@@ -54,7 +54,8 @@ def schedule_message(
                 owner_id=owner_id,
                 message_id=message_id,
                 schedule_to=schedule_to,
-                due_at=schedule_to,
+                # Anything later costs one INSERT: beat enqueues it with the others due with it.
+                **message_states.scheduled_fields(due_at=schedule_to, enqueued_at=now if queue_now else None),
                 webhook_url=webhook_url,
                 payload_json=payload_json,
                 payload_bytes=len(payload_json.encode()),
@@ -62,8 +63,6 @@ def schedule_message(
                 max_attempts=max_attempts,
                 timeout_seconds=timeout_seconds,
                 created_at=now,
-                # Anything later costs one INSERT: beat enqueues it with the others due with it.
-                enqueued_at=now if queue_now else None,
             )
             Message.objects.insert(message)
             if queue_now:
@@ -90,7 +89,7 @@ def cancel_message(*, owner_id: int, message_id: str) -> None:
     with transaction.atomic():
         message = _locked_message(owner_id, message_id)
         pk = message.pk
-        message.delete()
+        message_states.cancel(message)
     broker.revoke_task_of(pk)
 
 
@@ -104,7 +103,6 @@ def retry_message(
         if message.status != MessageStatus.FAILED:
             raise MessageNotFailed(message_id)
         _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED)
-        message.save()
     return message
 
 
@@ -115,20 +113,13 @@ def deliver_message_now(*, owner_id: int, message_id: str, now: datetime | None 
         message = _locked_message(owner_id, message_id)
         status = message.status if message.status in WAITING_STATUSES else MessageStatus.SCHEDULED
         _reschedule(message, due_at=now, now=now, status=status)
-        message.save()
     return message
 
 
 def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str) -> None:
-    if message.status == MessageStatus.FAILED:
-        # A fresh set of attempts; the earlier ones stay in the history.
-        message.attempt_count_at_resend = message.attempt_count
-        message.finished_at = None
-    message.status = status
-    message.due_at = due_at
-    message.enqueued_at = None
-    if is_imminent(due_at, now=now):
-        message.enqueued_at = now
+    queue_now = is_imminent(due_at, now=now)
+    message_states.reschedule(message, due_at=due_at, enqueued_at=now if queue_now else None, status=status)
+    if queue_now:
         enqueue_after_commit(message)
 
 

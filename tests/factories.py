@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ def make_message(
     webhook_url: str = "http://127.0.0.1:9/unused", **fields: Any,
 ) -> Message:
     due_at = timezone.now() if due_at is _NOW else due_at
+    fields = {**consistent_state(status), **fields}
     return Message.objects.create(
         owner_id=fields.pop("owner_id", API_TOKEN_KEY_ID),
         message_id=message_id,
@@ -27,3 +29,12 @@ def make_message(
         payload=fields.pop("payload", {"n": 1}),
         **fields,
     )
+
+
+def consistent_state(status: str) -> dict[str, Any]:
+    """What the state invariants (messages/models.py STATE_INVARIANTS) ask of a row in `status`."""
+    if status in (MessageStatus.DELIVERED, MessageStatus.FAILED):
+        return {"finished_at": timezone.now()}
+    if status == MessageStatus.SENDING:
+        return {"claim_token": uuid4(), "claimed_at": timezone.now()}
+    return {}

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from messages import broker
 from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
+from tests.factories import consistent_state
 
 pytestmark = pytest.mark.django_db
 
@@ -49,6 +50,7 @@ def stored_message(message_id: str, status: str, **fields) -> Message:
         "webhook_url": "https://your-webhook-endpoint.com",
         "payload": {"data": 1},
         "owner_id": API_TOKEN_KEY_ID,
+        **consistent_state(status),
     }
     defaults.update(fields)
     return Message.objects.create(message_id=message_id, status=status, **defaults)

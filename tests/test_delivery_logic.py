@@ -46,7 +46,9 @@ def test_a_message_is_not_claimed_before_it_is_due():
 
 @pytest.mark.parametrize("status", [MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.SENDING])
 def test_finished_or_in_flight_messages_are_never_claimed(status):
-    message = make_message(due_at=timezone.now() - timedelta(seconds=1), status=status)
+    # A finished message has no due_at (the state invariants); one in flight keeps its own.
+    due_at = timezone.now() - timedelta(seconds=1) if status == MessageStatus.SENDING else None
+    message = make_message(due_at=due_at, status=status)
     assert delivery.claim_due_messages([message.pk], now=timezone.now()) == []
 
 
@@ -93,7 +95,7 @@ def test_the_last_attempt_leaves_the_message_failed_and_its_id_taken():
 
 def test_a_result_from_a_claim_that_was_taken_away_is_ignored():
     message = delivery.claim_due_messages([make_message().pk], now=timezone.now())[0]
-    Message.objects.filter(pk=message.pk).update(claim_token=None, status=MessageStatus.RETRYING)
+    Message.objects.filter(pk=message.pk).update(claim_token=None, claimed_at=None, status=MessageStatus.RETRYING)
 
     delivery.record_attempt(message, failed_result(status_code=200))
 

@@ -1,0 +1,138 @@
+"""The message state machine: every write of a message's state fields is a transition here.
+
+    scheduled ──claim──▶ sending ──record──▶ delivered
+        ▲  ▲                │  │ └──record──▶ retrying ──claim──▶ sending
+        │  └────release─────┘  └──record / release_stuck──▶ failed
+        └──────────────── reschedule (retry, deliver now) ◀──────────┘
+
+The invariants, enforced by the database (models.STATE_INVARIANTS, migration 0006):
+- `due_at` is set exactly while a message is pending (scheduled, retrying, sending);
+- `finished_at` is set exactly once it is delivered or failed;
+- `claim_token` and `claimed_at` are set exactly while it is being sent;
+- `enqueued_at` (a task waits in the broker) is set only while it waits (scheduled, retrying).
+
+Each transition is one guarded UPDATE (or INSERT, DELETE), so that two actors racing for the
+same message (two workers, a worker and a cancel) cannot both win: the guard names the state the
+transition starts from, and the row count says who did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.db.models import F, QuerySet
+from django.db.models.functions import Now
+
+from messages.models import WAITING_STATUSES, Message, MessageStatus
+
+# The fields only this module writes.
+STATE_FIELDS = frozenset({
+    "status", "due_at", "enqueued_at", "claimed_at", "claim_token", "finished_at",
+    "attempt_count", "attempt_count_at_resend", "last_status_code", "last_error",
+})
+
+# --- Creation -------------------------------------------------------------------------------
+
+
+def scheduled_fields(*, due_at: datetime, enqueued_at: datetime | None) -> dict[str, Any]:
+    """The state of a message just accepted: waiting for `due_at`, its task queued or not yet."""
+    return {"status": MessageStatus.SCHEDULED, "due_at": due_at, "enqueued_at": enqueued_at}
+
+
+# --- Waiting: the broker's side --------------------------------------------------------------
+
+
+def mark_enqueued(message_pks: Iterable[int], *, now: datetime) -> int:
+    """Their tasks are about to be sent: marked first, so a crash in between leaves them to the
+    recovery rule (enqueued long ago and still not sent), never lost."""
+    return Message.objects.filter(pk__in=list(message_pks), status__in=WAITING_STATUSES).update(enqueued_at=now)
+
+
+def forget_enqueued(message_pks: Iterable[int] | None = None, *, enqueued_at: datetime | None = None) -> int:
+    """Their tasks never reached the broker, or the broker lost them: the dispatcher sends them
+    again. Without pks: every queued message (Redis came back empty). With `enqueued_at`: only
+    if no later enqueue has marked it since."""
+    queryset: QuerySet[Message] = Message.objects.queued()
+    if message_pks is not None:
+        queryset = queryset.filter(pk__in=list(message_pks))
+    if enqueued_at is not None:
+        queryset = queryset.filter(enqueued_at=enqueued_at)
+    return queryset.update(enqueued_at=None)
+
+
+# --- Sending ----------------------------------------------------------------------------------
+
+
+def claim(message_pks: Iterable[int], *, token: UUID, due_by: datetime) -> int:
+    """waiting → sending, for those due by `due_by`, under `token`, on the database's clock."""
+    return (
+        Message.objects.filter(pk__in=list(message_pks))
+        .waiting_until(due_by)
+        .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None)
+    )
+
+
+def renew(tokens: Iterable[UUID]) -> QuerySet[Message]:
+    """Moves the claims' `claimed_at` to the database's now; returns the messages still held."""
+    held = Message.objects.filter(status=MessageStatus.SENDING, claim_token__in=list(tokens))
+    held.update(claimed_at=Now())
+    return held
+
+
+def release(message: Message) -> int:
+    """sending → waiting again, as before the claim (no attempt counts): the call was never made."""
+    waiting = MessageStatus.RETRYING if message.attempt_count > message.attempt_count_at_resend else MessageStatus.SCHEDULED
+    return Message.objects.filter(
+        pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
+    ).update(status=waiting, claim_token=None, claimed_at=None, enqueued_at=None)
+
+
+def record_outcome(
+    message_pks: list[int], *, status_code: int | None, error: str, retry_at: datetime | None, finished: str | None,
+    now: datetime, enqueued_at: datetime | None = None,
+) -> int:
+    """sending → retrying at `retry_at`, or → `finished` (delivered, failed), one attempt more.
+    The caller has locked the rows and checked their claims."""
+    if finished is None:
+        assert retry_at is not None  # noqa: S101 - a retry has its time
+        moved: dict[str, Any] = {"status": MessageStatus.RETRYING, "due_at": retry_at, "enqueued_at": enqueued_at}
+    else:
+        moved = {"status": finished, "due_at": None, "enqueued_at": None, "finished_at": now}
+    return Message.objects.filter(pk__in=message_pks, status=MessageStatus.SENDING).update(
+        attempt_count=F("attempt_count") + 1, last_status_code=status_code, last_error=error,
+        claimed_at=None, claim_token=None, **moved,
+    )
+
+
+def release_stuck(message: Message, *, cutoff: datetime, now: datetime, reason: str) -> int:
+    """sending → failed, an operator's last resort for a claim recovery could not clear; its fate
+    unknown, no attempt recorded. Guarded as recovery is: a claim renewed since is left alone."""
+    return Message.objects.filter(
+        pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token, claimed_at__lt=cutoff,
+    ).update(
+        status=MessageStatus.FAILED, claim_token=None, claimed_at=None, due_at=None, enqueued_at=None,
+        finished_at=now, last_status_code=None, last_error=reason,
+    )
+
+
+# --- Changing plans ---------------------------------------------------------------------------
+
+
+def reschedule(message: Message, *, due_at: datetime, enqueued_at: datetime | None, status: str) -> None:
+    """A waiting or failed message (locked by the caller) is due again at `due_at`; a failed one
+    gets a fresh set of attempts, its earlier ones kept in the history."""
+    if message.status == MessageStatus.FAILED:
+        message.attempt_count_at_resend = message.attempt_count
+        message.finished_at = None
+    message.status = status
+    message.due_at = due_at
+    message.enqueued_at = enqueued_at
+    message.save(update_fields=["status", "due_at", "enqueued_at", "attempt_count_at_resend", "finished_at"])
+
+
+def cancel(message: Message) -> None:
+    """A waiting or failed message (locked by the caller) is gone, as if never scheduled."""
+    message.delete()
