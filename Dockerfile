@@ -21,6 +21,7 @@ RUN groupadd --system --gid 10001 app \
         --shell /usr/sbin/nologin app
 
 # Dependencies before the code: this layer is rebuilt only when requirements.txt changes.
+# The runtime only: the test and lint tools (requirements-dev.txt) are never installed here.
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 

@@ -3,23 +3,47 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean bench bench-large
+# The subset without real processes, injected faults, odd receivers or a browser (pytest.ini's markers).
+FAST_MARKERS := not e2e and not faults and not browser and not hostile
 
-$(BIN)/.installed: requirements.txt
+# mypy runs once it has a configuration (which names its files); until then make lint is ruff alone.
+MYPY_CONFIG := $(wildcard mypy.ini .mypy.ini) \
+	$(shell grep -ls '^\[tool\.mypy\]' pyproject.toml 2>/dev/null) \
+	$(shell grep -ls '^\[mypy\]' setup.cfg 2>/dev/null)
+
+.PHONY: run test test-fast lint clean bench bench-large
+
+# Stamps: each is rebuilt when a file it lists changes, so an edited requirements file reinstalls.
+# make run needs only the runtime (requirements.txt, what the image installs); the tests and lint
+# add requirements-dev.txt on top.
+$(VENV)/.runtime-installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-run: $(BIN)/.installed
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime-installed
 	$(BIN)/python scripts/run_service.py
 
-test: $(BIN)/.installed
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+ifneq ($(strip $(MYPY_CONFIG)),)
+	$(BIN)/mypy
+endif
+
+test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+
 # Issue 6's benchmark (docs/benchmarks.md): its own service, database and Redis; ~10 minutes.
-$(VENV)/.bench-installed: $(BIN)/.installed bench/requirements.txt
+$(VENV)/.bench-installed: $(VENV)/.runtime-installed bench/requirements.txt
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
