@@ -1,8 +1,11 @@
-"""Celery configuration: JSON only, UTC, late acks, a delivery queue apart from maintenance."""
+"""The one Celery configuration: JSON only, UTC, late acks, the threads pool, a delivery queue
+apart from maintenance. scheduler_project/celery.py only loads it; names are messages/task_names.py's."""
 
 import ssl
 
 from django.conf import settings
+
+from messages.task_names import DELIVER_TASK, DELIVERY_QUEUE, DISPATCH_TASK, MAINTENANCE_QUEUE, PRUNE_TASK
 
 broker_url = settings.REDIS_URL
 # kombu's Redis transport, repaired so that a Redis restart does not kill the worker.
@@ -30,18 +33,24 @@ enable_utc = True
 task_ignore_result = True
 result_backend = None
 
-task_default_queue = "maintenance"
-task_routes = {
-    "messages.tasks.deliver_messages": {"queue": "deliveries"},
-    "messages.tasks.*": {"queue": "maintenance"},
-}
+# Every task but the delivery one (beat's ticks, the prune) goes to the maintenance consumer.
+task_default_queue = MAINTENANCE_QUEUE
+task_routes = {DELIVER_TASK: {"queue": DELIVERY_QUEUE}}
 # Safe because delivery is idempotent: a redelivered task finds its messages claimed or done.
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-# Longer than any webhook call (timeoutSeconds is at most 120) plus a group's database work.
-task_soft_time_limit = 300
-task_time_limit = 330
+# Threads: a delivery task only claims its messages; the calls run on the process's asyncio loop.
+# The pool is set here, on no command line (scheduler_project/procfile.py builds those).
+worker_pool = "threads"
+# No task_soft_time_limit / task_time_limit: the threads pool ignores them (its on_apply drops
+# the timeouts; tests/test_celery_configuration.py checks that it still does). The deadlines are
+# in the code instead: every webhook call has its own (messages/webhook_client.py:
+# aiohttp.ClientTimeout(total=timeoutSeconds), at most TIMEOUT_SECONDS_MAX), the worker's
+# records and renewals run in delivery.bounded_transaction (DELIVERY_DATABASE_TIMEOUT_SECONDS a
+# statement) and retry for DELIVERY_RECORD_RETRY_SECONDS at most, and Redis has the socket
+# timeouts above. A delivery task only claims and hands over to the delivery engine; it waits
+# for room in the byte budget only while calls, each under its own deadline, end.
 worker_hijack_root_logger = False
 # Celery's Django fixup closes every database connection before and after every task unless
 # this is set; scheduler_project/celery.py closes only obsolete or broken ones instead
@@ -52,13 +61,13 @@ task_send_sent_event = True
 
 beat_schedule = {
     "dispatch-due-messages": {
-        "task": "messages.tasks.dispatch_due_messages",
+        "task": DISPATCH_TASK,
         "schedule": settings.SCHEDULER_POLL_SECONDS,
         # A tick nobody ran in time is worthless: the next one does the same work.
         "options": {"expires": settings.SCHEDULER_POLL_SECONDS * 3},
     },
     "prune-delivery-history": {
-        "task": "messages.tasks.prune_delivery_history",
+        "task": PRUNE_TASK,
         "schedule": 3600.0,
         "options": {"expires": 3000},
     },

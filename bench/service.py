@@ -27,10 +27,9 @@ import psutil
 import requests
 
 from scheduler_project.embedded_redis import redis_answers, redis_server_command
-from scheduler_project.procfile import procfile_processes
+from scheduler_project.procfile import BEAT_SCHEDULE_FILE, procfile_processes
 
 ROOT = Path(__file__).resolve().parent.parent
-BEAT_SCHEDULE_IN_PROCFILE = "var/celerybeat-schedule"
 
 # (message_id, due_at, webhook_url): what a directly loaded message needs; the rest is fixed.
 Row = tuple[str, datetime, str]
@@ -227,9 +226,9 @@ class Service:
         """What `make run` starts: the worker line once per core (worker.1, worker.2, …)."""
         commands = procfile_processes()
         beat, beat_env = commands["beat"]
-        if BEAT_SCHEDULE_IN_PROCFILE not in beat:
-            raise RuntimeError(f"the Procfile's beat line no longer names {BEAT_SCHEDULE_IN_PROCFILE}: {beat}")
-        beat = beat.replace(BEAT_SCHEDULE_IN_PROCFILE, shlex.quote(str(self.run_dir / "celerybeat-schedule")))
+        if BEAT_SCHEDULE_FILE not in beat:
+            raise RuntimeError(f"the Procfile's beat line no longer names {BEAT_SCHEDULE_FILE}: {beat}")
+        beat = beat.replace(BEAT_SCHEDULE_FILE, shlex.quote(str(self.run_dir / "celerybeat-schedule")))
         commands["beat"] = (beat, beat_env)
         return commands
 

@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from messages import broker, message_states
 from messages.models import Message
-from messages.task_names import DELIVER_TASK, DELIVERY_QUEUE
+from messages.task_names import DELIVER_TASK
 from scheduler_project.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def enqueue_group(
         eta -= timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS)
     celery_app.send_task(
         DELIVER_TASK, args=[list(message_pks)], kwargs={"payload_bytes": payload_bytes},
-        eta=eta, task_id=task_id, queue=DELIVERY_QUEUE,
+        eta=eta, task_id=task_id,  # its queue is celeryconfig's route for DELIVER_TASK
     )
     if len(message_pks) == 1:
         # Revoking a shared task would stop its other messages: only lone tasks are revocable.

@@ -1,4 +1,6 @@
-"""Celery tasks: thin wrappers that take ids and call the plain functions."""
+"""Celery tasks: thin wrappers that take ids and call the plain functions.
+
+Acks, results and queues are celeryconfig's, the same for every task; only the names are here."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from messages import delivery_engine, dispatch, history
+from messages.task_names import DELIVER_TASK, DISPATCH_TASK, PRUNE_TASK
 
 
-@shared_task(name="messages.tasks.deliver_messages", acks_late=True, ignore_result=True)
+@shared_task(name=DELIVER_TASK)
 def deliver_messages(message_pks: list[int], payload_bytes: int | None = None) -> None:
     """Claims and hands over: the calls go on in this process's delivery engine."""
     try:
@@ -18,11 +21,11 @@ def deliver_messages(message_pks: list[int], payload_bytes: int | None = None) -
         delivery_engine.give_back_unclaimed(message_pks)
 
 
-@shared_task(name="messages.tasks.dispatch_due_messages", ignore_result=True)
+@shared_task(name=DISPATCH_TASK)
 def dispatch_due_messages() -> int:
     return dispatch.dispatch_due_messages()
 
 
-@shared_task(name="messages.tasks.prune_delivery_history", ignore_result=True)
+@shared_task(name=PRUNE_TASK)
 def prune_delivery_history() -> int:
     return history.prune_delivery_history(now=timezone.now(), keep_days=settings.DELIVERY_HISTORY_DAYS)

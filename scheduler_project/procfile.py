@@ -1,4 +1,10 @@
-"""The Procfile's processes as `make run` and the benchmark start them.
+"""The Celery command lines, built here once, and the Procfile's processes as `make run` and the
+benchmark start them.
+
+The Procfile is `procfile_text()` written out (`python -m scheduler_project.procfile > Procfile`);
+docker-compose.yml spells out the same workers. Neither can import Python, so
+tests/test_celery_configuration.py checks both against this module. The pool is celeryconfig's
+`worker_pool`, on no command line.
 
 One Celery worker process runs one core's worth of Python (its threads share the GIL), so the
 worker line runs once per core: WORKER_PROCESSES copies, each with its own node name.
@@ -7,11 +13,57 @@ worker line runs once per core: WORKER_PROCESSES copies, each with its own node 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from honcho.environ import parse_procfile
 
+from messages.task_names import DELIVERY_QUEUE, MAINTENANCE_QUEUE
+
 ROOT = Path(__file__).resolve().parent.parent
+
+CELERY = ("celery", "-A", "scheduler_project")
+# Threads per delivery worker process: each claims one task's messages and hands them over.
+DELIVERY_WORKER_THREADS = 16
+# In the Procfile and docker-compose.yml, which both expand ${NAME:-default}.
+DELIVERY_WORKER_THREADS_FROM_ENV = f"${{WORKER_CONCURRENCY:-{DELIVERY_WORKER_THREADS}}}"
+# Beat's ticks and the hourly prune: two at once at most.
+MAINTENANCE_WORKER_THREADS = 2
+LOG_LEVEL_FROM_ENV = "${LOG_LEVEL:-INFO}"
+BEAT_SCHEDULE_FILE = "var/celerybeat-schedule"
+
+
+def delivery_worker_options(threads: int | str = DELIVERY_WORKER_THREADS) -> list[str]:
+    """What makes a `celery worker` a delivery worker: its queue and its threads."""
+    return ["-Q", DELIVERY_QUEUE, "-c", str(threads)]
+
+
+def maintenance_worker_options() -> list[str]:
+    """What makes a `celery worker` the consumer of beat's ticks and the prune."""
+    return ["-Q", MAINTENANCE_QUEUE, "-c", str(MAINTENANCE_WORKER_THREADS)]
+
+
+def procfile_commands() -> dict[str, list[str]]:
+    """The Procfile's processes, each as its words (shell variables left to the shell)."""
+    return {
+        "web": ["python", "-m", "scheduler_project.web_server"],
+        "worker": [
+            *CELERY,
+            "worker",
+            "-n",
+            "${WORKER_NAME:-worker}@%h",
+            *delivery_worker_options(DELIVERY_WORKER_THREADS_FROM_ENV),
+            "-l",
+            LOG_LEVEL_FROM_ENV,
+        ],
+        "maintenance": [*CELERY, "worker", "-n", "maintenance@%h", *maintenance_worker_options(), "-l", LOG_LEVEL_FROM_ENV],
+        "beat": [*CELERY, "beat", "-l", LOG_LEVEL_FROM_ENV, "-s", BEAT_SCHEDULE_FILE],
+    }
+
+
+def procfile_text() -> str:
+    """What the Procfile holds; joined with spaces, unquoted, so the shell expands ${…}."""
+    return "".join(f"{name}: {' '.join(words)}\n" for name, words in procfile_commands().items())
 
 
 def worker_process_count() -> int:
@@ -28,3 +80,7 @@ def procfile_processes(procfile: Path = ROOT / "Procfile") -> dict[str, tuple[st
         for index in range(1, worker_process_count() + 1):
             processes[f"worker.{index}"] = (command, {"WORKER_NAME": f"worker{index}"})
     return processes
+
+
+if __name__ == "__main__":
+    sys.stdout.write(procfile_text())

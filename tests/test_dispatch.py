@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from messages import broker, dispatch
 from messages.models import Message, MessageStatus
-from messages.queueing import DELIVERY_QUEUE
+from messages.task_names import DELIVERY_QUEUE
 from tests.factories import make_message
 
 pytestmark = pytest.mark.django_db

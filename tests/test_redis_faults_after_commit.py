@@ -18,7 +18,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from messages import broker
 from messages.models import Message
-from messages.queueing import DELIVER_TASK, DELIVERY_QUEUE
+from messages.task_names import DELIVER_TASK, DELIVERY_QUEUE
 from scheduler_project.celery import app as celery_app
 from tests.support.processes import RedisServer
 from tests.test_delivery_end_to_end import iso

@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from scheduler_project.embedded_redis import redis_answers, redis_server_command
+from scheduler_project.procfile import CELERY, delivery_worker_options, maintenance_worker_options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +68,7 @@ class CeleryProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self._log_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "scheduler_project", *self.arguments],
+            [sys.executable, "-m", *CELERY, *self.arguments],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
 
@@ -115,19 +116,18 @@ class CeleryProcess:
 
 def worker(name: str, *, env: dict[str, str], run_dir: str) -> CeleryProcess:
     """A delivery worker, as the Procfile's worker line starts it."""
-    return _celery_worker(name, queue="deliveries", threads=16, env=env, run_dir=run_dir)
+    return _celery_worker(name, delivery_worker_options(), env=env, run_dir=run_dir)
 
 
 def maintenance_worker(name: str, *, env: dict[str, str], run_dir: str) -> CeleryProcess:
     """The consumer of beat's ticks, as the Procfile's maintenance line starts it."""
-    return _celery_worker(name, queue="maintenance", threads=2, env=env, run_dir=run_dir)
+    return _celery_worker(name, maintenance_worker_options(), env=env, run_dir=run_dir)
 
 
-def _celery_worker(name: str, *, queue: str, threads: int, env: dict[str, str], run_dir: str) -> CeleryProcess:
+def _celery_worker(name: str, options: list[str], *, env: dict[str, str], run_dir: str) -> CeleryProcess:
     return CeleryProcess(
         name,
-        ["worker", "-Q", queue, "-P", "threads", "-c", str(threads), "-n", f"{name}@%h",
-         "--without-gossip", "--without-mingle", "-l", "INFO"],
+        ["worker", *options, "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
         env=env, run_dir=run_dir,
     )
 
