@@ -6,11 +6,6 @@ BIN := $(VENV)/bin
 # The subset without real processes, injected faults, odd receivers or a browser (pytest.ini's markers).
 FAST_MARKERS := not e2e and not faults and not browser and not hostile
 
-# mypy runs once it has a configuration (which names its files); until then make lint is ruff alone.
-MYPY_CONFIG := $(wildcard mypy.ini .mypy.ini) \
-	$(shell grep -ls '^\[tool\.mypy\]' pyproject.toml 2>/dev/null) \
-	$(shell grep -ls '^\[mypy\]' setup.cfg 2>/dev/null)
-
 .PHONY: run test test-fast lint clean bench bench-large
 
 # Stamps: each is rebuilt when a file it lists changes, so an edited requirements file reinstalls.
@@ -29,14 +24,14 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
 run: $(VENV)/.runtime-installed
 	$(BIN)/python scripts/run_service.py
 
+# mypy.ini names the files mypy checks.
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-ifneq ($(strip $(MYPY_CONFIG)),)
 	$(BIN)/mypy
-endif
 
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev-installed

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.messages import ERROR, SUCCESS, WARNING
 from django.core.paginator import Paginator
@@ -164,6 +165,8 @@ class BoundedCountPaginator(Paginator):
     (search or filter to narrow down); an estimate may leave the last page short or empty.
     """
 
+    object_list: QuerySet[Any]  # the admin's changelist pages a queryset, never a list
+
     @cached_property
     def count(self) -> int:
         estimate = self._estimated_table_rows()
@@ -182,7 +185,7 @@ class BoundedCountPaginator(Paginator):
 
 
 class MessageChangeList(ChangeList):
-    def get_queryset(self, request: HttpRequest, exclude_parameters: list[str] | None = None) -> QuerySet[Message]:
+    def get_queryset(self, request: HttpRequest, exclude_parameters: list[str | None] | None = None) -> QuerySet[Message]:
         # A payload may be a megabyte: a page of 100 rows must not read them, it never shows them.
         return super().get_queryset(request, exclude_parameters).defer("payload_json", "headers_sealed")
 
@@ -234,7 +237,7 @@ class MessageAdmin(admin.ModelAdmin):
     )
     # All of it: a direct edit of status, due_at, the claim or the counts would bypass the
     # state machine (no lock, no enqueue, no revoke). Changes go through the actions.
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     @admin.display(description="Due / finished", ordering="due_at")
     def due(self, message: Message) -> str | None:
@@ -387,13 +390,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ["name", "read_only"]
-        return ["name", "prefix", "read_only", "created_at", "last_used_at", "revoked_at"]
+            return ("name", "read_only")
+        return ("name", "prefix", "read_only", "created_at", "last_used_at", "revoked_at")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return [] if obj is None else self.get_fields(request, obj)
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return () if obj is None else self.get_fields(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoked keys stay listed, so that their use can be traced

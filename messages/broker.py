@@ -55,6 +55,11 @@ def limiter_redis_client() -> redis.Redis:
     )
 
 
+def as_text(value: bytes | str) -> str:
+    """redis-py types a reply as bytes or str; these clients (no decode_responses) get bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def remember_task_id(message_pk: int, task_id: str, *, ttl_seconds: int) -> None:
     """Best effort, as revoke_task_of: it runs after the message's commit, where an exception
     would fail a POST whose message is stored (and its retry get 409). Without the id a cancel
@@ -70,7 +75,7 @@ def revoke_task_of(message_pk: int) -> None:
     try:
         task_id = redis_client().getdel(TASK_ID_KEY.format(message_pk=message_pk))
         if task_id:
-            celery_app.control.revoke(task_id.decode())
+            celery_app.control.revoke(as_text(task_id))
     except REDIS_ERRORS as error:
         logger.warning("revoke skipped for message %s: %s", message_pk, error)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID, uuid4
 
 from django.conf import settings
@@ -91,7 +92,8 @@ def renew_claims(tokens: Sequence[UUID]) -> set[UUID]:
     with bounded_transaction():
         for start in range(0, len(tokens), RENEW_BATCH):
             held = message_states.renew(tokens[start:start + RENEW_BATCH])
-            renewed.update(held.values_list("claim_token", flat=True).distinct())
+            # Never None: the filter names the tokens.
+            renewed.update(token for token in held.values_list("claim_token", flat=True).distinct() if token is not None)
     return renewed
 
 
@@ -299,15 +301,16 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
             if not pks:
                 continue
             decision = first.decision
-            queue_now = decision.outcome is Outcome.RETRY and is_imminent(decision.retry_at, now=now)
+            retry_at = decision.retry_at if decision.outcome is Outcome.RETRY else None
+            queue_now = retry_at is not None and is_imminent(retry_at, now=now)
             message_states.record_outcome(
-                pks, status_code=first.result.status_code, error=first.result.error, retry_at=decision.retry_at,
+                pks, status_code=first.result.status_code, error=first.result.error, retry_at=retry_at,
                 finished=_finished_status(decision), now=now, enqueued_at=now if queue_now else None,
             )
             recorded.update(pks)
             if queue_now:
                 # A retry always travels alone (_alike_outcomes): this is its message.
-                enqueue_after_commit(first.message, due_at=decision.retry_at, enqueued_at=now)
+                enqueue_after_commit(first.message, due_at=retry_at, enqueued_at=now)
         DeliveryAttempt.objects.bulk_create(
             DeliveryAttempt(
                 message_id=outcome.message.pk,
@@ -352,9 +355,9 @@ def _log_attempt(outcome: AttemptOutcome) -> None:
     if decision.outcome is Outcome.DELIVERED:
         logger.info("message %s delivered (%s, attempt %d)", message.message_id, result.outcome, number)
     elif decision.outcome is Outcome.RETRY:
+        retry_at = decision.retry_at.isoformat() if decision.retry_at is not None else "an unknown time"
         logger.warning(
-            "message %s attempt %d failed (%s), retry at %s",
-            message.message_id, number, result.outcome, decision.retry_at.isoformat(),
+            "message %s attempt %d failed (%s), retry at %s", message.message_id, number, result.outcome, retry_at,
         )
     else:
         logger.error("message %s failed for good after attempt %d (%s)", message.message_id, number, result.outcome)
@@ -364,10 +367,10 @@ def recover_stale_claims(*, now: datetime) -> int:
     """A claim not renewed within its lifetime means its worker is gone: the call counts as lost."""
     database_time = database_now()
     stale = _stale_claims(database_time)
-    for message, cutoff in stale:
+    for message, claimed_at, cutoff in stale:
         lost = WebhookResult(
-            started_at=message.claimed_at,
-            duration_ms=duration_ms((database_time - message.claimed_at).total_seconds()),
+            started_at=claimed_at,
+            duration_ms=duration_ms((database_time - claimed_at).total_seconds()),
             error=WORKER_LOST,
         )
         record_attempts([(message, lost)], now=now, claimed_before=cutoff)
@@ -377,7 +380,7 @@ def recover_stale_claims(*, now: datetime) -> int:
 def stuck_claims() -> list[Message]:
     """Stale claims that recovery should have cleared a recovery period ago and did not:
     for /health and the admin, where an operator can release them."""
-    return [message for message, _cutoff in _stale_claims(database_now(), margin=_stuck_margin())]
+    return [stale.message for stale in _stale_claims(database_now(), margin=_stuck_margin())]
 
 
 def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
@@ -385,16 +388,22 @@ def release_stuck_claims(message_pks: Sequence[int], *, now: datetime) -> int:
     recorded), so that it can be looked at and retried by hand."""
     selected = set(message_pks)
     released = 0
-    for message, cutoff in _stale_claims(database_now(), margin=_stuck_margin()):
+    for message, _claimed_at, cutoff in _stale_claims(database_now(), margin=_stuck_margin()):
         if message.pk not in selected:
             continue
         released += message_states.release_stuck(message, cutoff=cutoff, now=now, reason=RELEASED_STUCK)
     return released
 
 
-def _stale_claims(database_time: datetime, *, margin: timedelta = timedelta(0)) -> list[tuple[Message, datetime]]:
+class StaleClaim(NamedTuple):
+    message: Message
+    claimed_at: datetime
+    cutoff: datetime
+
+
+def _stale_claims(database_time: datetime, *, margin: timedelta = timedelta(0)) -> list[StaleClaim]:
     """Claims in flight not renewed since their cutoff (their lifetime and `margin` before
-    `database_time`), each with that cutoff. Both sides of the test are the database's clock
+    `database_time`), each with its `claimed_at` and that cutoff. Both sides of the test are the database's clock
     (claimed_at is written by it), so two hosts' clocks never meet here. Messages in flight
     are few, so each one's own timeout is applied in Python, not in SQL."""
     candidates = Message.objects.filter(
@@ -403,8 +412,9 @@ def _stale_claims(database_time: datetime, *, margin: timedelta = timedelta(0)) 
     stale = []
     for message in candidates:
         cutoff = database_time - _claim_lifetime(message) - margin
-        if message.claimed_at < cutoff:
-            stale.append((message, cutoff))
+        # Never None here: the filter compares it, and a message in flight always has one.
+        if message.claimed_at is not None and message.claimed_at < cutoff:
+            stale.append(StaleClaim(message, message.claimed_at, cutoff))
     return stale
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.conf import settings
 from django.db.models import Q
@@ -97,12 +98,14 @@ Row = tuple[int, str, datetime, int]  # pk, message id, due at, payload bytes
 def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
     if limit <= 0:
         return []
-    return list(
+    rows = (
         Message.objects.filter(status__in=WAITING_STATUSES)
         .filter(condition)
         .order_by("due_at")
         .values_list("pk", "message_id", "due_at", "payload_bytes")[:limit]
     )
+    # due_at is never None on a waiting message (models.STATE_INVARIANTS).
+    return cast(list[Row], list(rows))
 
 
 def _groups_due_together(rows: Sequence[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:

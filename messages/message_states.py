@@ -97,7 +97,8 @@ def record_outcome(
     """sending → retrying at `retry_at`, or → `finished` (delivered, failed), one attempt more.
     The caller has locked the rows and checked their claims."""
     if finished is None:
-        assert retry_at is not None  # noqa: S101 - a retry has its time
+        if retry_at is None:  # not an assert: `python -O` would drop it, and the row's due_at with it
+            raise ValueError("a message retried needs its retry_at")
         moved: dict[str, Any] = {"status": MessageStatus.RETRYING, "due_at": retry_at, "enqueued_at": enqueued_at}
     else:
         moved = {"status": finished, "due_at": None, "enqueued_at": None, "finished_at": now}

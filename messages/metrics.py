@@ -11,13 +11,13 @@ import logging
 import queue
 import threading
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import redis
 from django.db.models import Count
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from messages import broker
@@ -47,7 +47,7 @@ def record_attempts(samples: Iterable[AttemptSample]) -> None:
     """Adds a whole group up first: a few commands in one round trip, however many messages.
     Best effort: a metrics write never fails a delivery."""
     increments: Counter[tuple[str, str]] = Counter()
-    sums: Counter[str] = Counter()
+    sums: defaultdict[str, float] = defaultdict(float)
     for sample in samples:
         increments[("attempts", f"{sample.outcome}|{sample.result_class}")] += 1
         increments[("attempt_duration", _bucket_label(sample.duration_seconds, DURATION_BUCKETS))] += 1
@@ -108,7 +108,7 @@ def _write_forever() -> None:
 
 
 class SchedulerCollector(Collector):
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         yield self._messages_by_status()
         counters = self._read_counters()
         yield from counters
@@ -120,14 +120,14 @@ class SchedulerCollector(Collector):
             family.add_metric([status], counts.get(status, 0))
         return family
 
-    def _read_counters(self) -> list[object]:
+    def _read_counters(self) -> list[Metric]:
         client = broker.redis_client()
         attempts = CounterMetricFamily(
             "scheduler_delivery_attempts", "Webhook calls by what followed (delivered, retry, failed) and result.",
             labels=["outcome", "result"],
         )
         for field, count in client.hgetall(KEY.format(name="attempts")).items():
-            outcome, _, result_class = field.decode().partition("|")
+            outcome, _, result_class = broker.as_text(field).partition("|")
             attempts.add_metric([outcome, result_class], int(count))
         return [
             attempts,
@@ -139,7 +139,7 @@ class SchedulerCollector(Collector):
 
     def _histogram(self, client: redis.Redis, name: str, buckets: tuple[float, ...], metric: str,
                    documentation: str) -> HistogramMetricFamily:
-        raw = {key.decode(): value for key, value in client.hgetall(KEY.format(name=name)).items()}
+        raw = {broker.as_text(key): value for key, value in client.hgetall(KEY.format(name=name)).items()}
         cumulative, total = [], 0
         for bound in (*map(repr, buckets), "+Inf"):
             total += int(raw.get(bound, 0))

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.postgres import operations as postgres_operations
 from django.db import NotSupportedError, OperationalError, models, transaction
@@ -208,7 +208,8 @@ def add_unique_constraint_concurrently(schema_editor: BaseDatabaseSchemaEditor, 
     if not is_postgresql(schema_editor):
         schema_editor.add_constraint(model, constraint)
         return
-    statement = constraint.create_sql(model, schema_editor)
+    # django-stubs type create_sql as str; a UniqueConstraint's is a Statement.
+    statement = cast(Statement, constraint.create_sql(model, schema_editor))
     if statement.template == schema_editor.sql_create_unique_index:
         index = Statement(_concurrently(statement.template), **statement.parts)
         with without_timeouts(schema_editor):
@@ -235,7 +236,7 @@ def remove_unique_constraint_concurrently(schema_editor: BaseDatabaseSchemaEdito
     if not is_postgresql(schema_editor):
         schema_editor.remove_constraint(model, constraint)
         return
-    statement = constraint.remove_sql(model, schema_editor)
+    statement = cast(Statement, constraint.remove_sql(model, schema_editor))  # as create_sql
     if statement.template == schema_editor.sql_delete_index:  # the constraint is an index
         with without_timeouts(schema_editor):
             schema_editor.execute(_drop_index_concurrently(schema_editor, constraint.name))
@@ -284,14 +285,14 @@ class AddConstraintConcurrently(AddConstraint):
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            add_unique_constraint_concurrently(schema_editor, model, self.constraint)
+            add_unique_constraint_concurrently(schema_editor, model, _unique(self.constraint))
 
     def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
                            from_state: ProjectState, to_state: ProjectState) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            remove_unique_constraint_concurrently(schema_editor, model, self.constraint)
+            remove_unique_constraint_concurrently(schema_editor, model, _unique(self.constraint))
 
 
 class RemoveConstraintConcurrently(RemoveConstraint):
@@ -321,7 +322,7 @@ class RemoveConstraintConcurrently(RemoveConstraint):
 
 def _unique(constraint: models.BaseConstraint) -> models.UniqueConstraint:
     if not isinstance(constraint, models.UniqueConstraint):
-        raise TypeError(f"RemoveConstraintConcurrently handles UniqueConstraints, not {type(constraint).__name__}")
+        raise TypeError(f"The concurrent constraint operations handle UniqueConstraints, not {type(constraint).__name__}")
     return constraint
 
 

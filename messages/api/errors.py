@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
@@ -53,7 +53,8 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Jso
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """A PermissionDenied outside DRF: JSON for the API's paths; the admin keeps its own page."""
     if request.path.startswith("/admin/"):
-        return defaults.permission_denied(request, exception)
+        # Django always passes the exception; a direct call without one gets an empty one.
+        return defaults.permission_denied(request, exception or PermissionDenied())
     return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
 
 

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 
 
 class ContentNegotiation(DefaultContentNegotiation):
-    def select_renderer(
+    def select_renderer(  # type: ignore[override]  # DRF passes a list and indexes it itself; the stubs say Iterable
         self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
         first = renderers[0]

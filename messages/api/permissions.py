@@ -9,6 +9,7 @@ from django.conf import settings
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from messages.api.authentication import request_client
 from messages.models import API_TOKEN_KEY_ID
 
 if TYPE_CHECKING:  # DRF imports this module (DEFAULT_PERMISSION_CLASSES) while building APIView
@@ -22,7 +23,8 @@ class IsOperatorOrFromAllowedNetwork(BasePermission):
     message = "Metrics are for the operator: use API_TOKEN, or scrape from METRICS_ALLOWED_NETWORKS."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        if request.user and request.user.is_authenticated and request.user.key_id == API_TOKEN_KEY_ID:
+        caller = request_client(request)
+        if caller and caller.is_authenticated and caller.key_id == API_TOKEN_KEY_ID:
             return True
         try:
             client = ip_address(request.META.get("REMOTE_ADDR", ""))

@@ -6,7 +6,7 @@ validates or renders with them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
@@ -71,7 +71,8 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ValidationErrorSerializer(ErrorSerializer):
-    errors = serializers.DictField(
+    # DRF's metaclass moves declared fields off the class: this does not shadow Serializer.errors.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="Field name to the list of what is wrong with it; absent when the body is not JSON.",
@@ -290,6 +291,8 @@ MESSAGE_ID = OpenApiParameter(
     description="The message's id, as given in POST /messages.",
 )
 _list_query = ListMessagesSerializer().fields
+_list_status = cast(serializers.ChoiceField, _list_query["status"])
+_list_limit = cast(serializers.IntegerField, _list_query["limit"])
 
 # --- One decorator per operation, applied in views.py --------------------------------------
 
@@ -333,16 +336,16 @@ list_messages_docs = extend_schema(
     "messages in the order they failed.",
     parameters=[
         OpenApiParameter(
-            "status", OpenApiTypes.STR, enum=list(_list_query["status"].choices),
+            "status", OpenApiTypes.STR, enum=list(_list_status.choices),
             description="Only messages in this state; default: all not yet delivered.",
         ),
         OpenApiParameter(
             "limit",
             {
                 "type": "integer",
-                "minimum": _list_query["limit"].min_value,
-                "maximum": _list_query["limit"].max_value,
-                "default": _list_query["limit"].default,
+                "minimum": _list_limit.min_value,
+                "maximum": _list_limit.max_value,
+                "default": _list_limit.default,
             },
             description="Page size.",
         ),

@@ -133,7 +133,7 @@ def validate_headers(value: Any) -> dict[str, str]:
     return value
 
 
-class StrictStringMixin:
+class StrictStringMixin(serializers.CharField):
     """Refuses numbers and booleans instead of turning them into strings, as the old service did."""
 
     def to_internal_value(self, data: Any) -> str:
@@ -181,9 +181,11 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
     )
     scheduleTo = ScheduleToField()  # noqa: N815 - the contract's field names
     payload = PayloadField()
-    webhookUrl = WebhookUrlField(trim_whitespace=False, validators=[validate_webhook_url])  # noqa: N815
+    # DRF ignores what a validator returns; its stubs want validators that return None.
+    webhookUrl = WebhookUrlField(trim_whitespace=False, validators=[validate_webhook_url])  # type: ignore[list-item]  # noqa: N815
     headers = serializers.DictField(
-        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False, validators=[validate_headers]
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False,
+        validators=[validate_headers],  # type: ignore[list-item]  # as webhookUrl's
     )
     maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)  # noqa: N815
     timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=TIMEOUT_SECONDS_MAX)  # noqa: N815

@@ -27,7 +27,7 @@ class SharedFieldsSerializer(serializers.Serializer):
         super().__init__(*args, **kwargs)
 
     @property
-    def fields(self) -> BindingDict:  # type: ignore[override]  # DRF's is a cached_property
+    def fields(self) -> BindingDict:  # DRF's is a cached_property
         return _bound_fields(type(self))
 
 

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from messages import rate_windows
+from messages.api.authentication import request_client
 
 if TYPE_CHECKING:  # DRF imports this module while building APIView itself
     from rest_framework.views import APIView
@@ -33,11 +34,11 @@ class RateLimitUnavailable(APIException):
 class PerClientRateThrottle(BaseThrottle):
     def allow_request(self, request: Request, view: APIView) -> bool:
         limit = settings.API_RATE_LIMIT
-        user = request.user
-        if limit is None or not getattr(user, "is_authenticated", False):
+        client = request_client(request)
+        if limit is None or client is None or not client.is_authenticated:
             return True
         try:
-            counted = rate_windows.count_request(user.identity, limit)
+            counted = rate_windows.count_request(client.identity, limit)
         except rate_windows.CountUnavailable as error:
             if rate_windows.refuses_on_redis_error():
                 logger.warning("request refused: the rate limit cannot be counted: %s", error)

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from messages import health, listing, metrics, scheduling
 from messages.api import schema
+from messages.api.authentication import authenticated_client
 from messages.api.exceptions import Conflict
 from messages.api.negotiation import ContentNegotiation
 from messages.api.permissions import IsOperatorOrFromAllowedNetwork
@@ -50,7 +51,7 @@ class MessageCollectionView(ApiView):
         query.is_valid(raise_exception=True)
         try:
             page = listing.list_messages(
-                owner_id=request.user.key_id,
+                owner_id=authenticated_client(request).key_id,
                 status=query.validated_data.get("status"),
                 limit=query.validated_data["limit"],
                 cursor=query.validated_data.get("cursor"),
@@ -72,7 +73,7 @@ class MessageCollectionView(ApiView):
         data = serializer.validated_data
         try:
             message = scheduling.schedule_message(
-                owner_id=request.user.key_id,
+                owner_id=authenticated_client(request).key_id,
                 message_id=data["id"],
                 schedule_to=data["scheduleTo"],
                 webhook_url=data["webhookUrl"],
@@ -90,7 +91,7 @@ class MessageDetailView(ApiView):
     @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
         try:
-            message = scheduling.find_message(owner_id=request.user.key_id, message_id=_valid_path_id(message_id))
+            message = scheduling.find_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
         except scheduling.MessageNotFound:
             raise _not_found(message_id) from None
         return Response(message_detail(message))
@@ -98,7 +99,7 @@ class MessageDetailView(ApiView):
     @schema.cancel_message_docs
     def delete(self, request: Request, message_id: str) -> Response:
         try:
-            scheduling.cancel_message(owner_id=request.user.key_id, message_id=_valid_path_id(message_id))
+            scheduling.cancel_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
         except scheduling.MessageNotFound:
             raise _not_found(message_id) from None
         except scheduling.MessageInFlight:
@@ -113,7 +114,7 @@ class MessageRetryView(ApiView):
         serializer.is_valid(raise_exception=True)
         try:
             message = scheduling.retry_message(
-                owner_id=request.user.key_id,
+                owner_id=authenticated_client(request).key_id,
                 message_id=_valid_path_id(message_id),
                 schedule_to=serializer.validated_data.get("scheduleTo"),
             )

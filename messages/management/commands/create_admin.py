@@ -7,14 +7,17 @@ the `ops` group (view messages, deliver now, cancel, retry) instead of a superus
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL: what get_user_model() returns
 
 OPS_GROUP = "ops"  # created by migration scheduler.0002_ops_group
 ENV_VARS = ("ADMIN_USERNAME", "ADMIN_PASSWORD", "ADMIN_EMAIL")
@@ -53,7 +56,7 @@ def read_credentials() -> tuple[str, str, str]:
     return username, password, email
 
 
-def check_password_strength(password: str, user: AbstractBaseUser) -> None:
+def check_password_strength(password: str, user: User) -> None:
     try:
         validate_password(password, user)
     except ValidationError as error:

@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"].strip()
         max_length = ApiKey._meta.get_field("name").max_length
-        if not name or len(name) > max_length:
+        if not name or (max_length is not None and len(name) > max_length):
             raise CommandError(f"NAME must be 1 to {max_length} characters.")
         key, secret = create_api_key(name=name, read_only=options["read_only"])
         kind = "read-only " if key.read_only else ""
