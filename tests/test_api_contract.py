@@ -524,3 +524,18 @@ def test_unknown_paths_give_404_as_json_with_a_detail(api, path):
     assert response.status_code == 404
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["detail"]
+
+
+def test_every_domain_refusal_maps_to_one_status_in_one_place():
+    from messages import listing, scheduling
+    from messages.api.errors import domain_error
+
+    statuses = {
+        scheduling.MessageNotFound("x"): 404, scheduling.MessageIdTaken("x"): 409,
+        scheduling.MessageInFlight("x"): 409, scheduling.MessageNotFailed("x"): 409, listing.InvalidCursor("c"): 400,
+    }
+    for refusal, status in statuses.items():
+        mapped = domain_error(refusal)
+        assert mapped is not None, refusal
+        assert (mapped.status_code, bool(str(mapped.detail))) == (status, True)
+    assert domain_error(ValueError("not ours")) is None

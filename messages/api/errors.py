@@ -8,14 +8,33 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from messages.api.exceptions import RequestTooLarge
+from messages import listing, scheduling
+from messages.api.exceptions import Conflict, RequestTooLarge
+
+
+def domain_error(exc: Exception) -> APIException | None:
+    """The HTTP form of what the operations in messages.scheduling and messages.listing refuse:
+    the one place a domain exception becomes a status."""
+    message_id = exc.args[0] if exc.args else ""
+    if isinstance(exc, scheduling.MessageNotFound):
+        return NotFound(f"No message with id {message_id!r}.")
+    if isinstance(exc, scheduling.MessageIdTaken):
+        return Conflict(f"A message with id {message_id!r} already exists.")
+    if isinstance(exc, scheduling.MessageInFlight):
+        return Conflict(f"Message {message_id!r} is being delivered right now; it can no longer be cancelled.")
+    if isinstance(exc, scheduling.MessageNotFailed):
+        return Conflict(f"Message {message_id!r} has not failed; only failed messages can be retried.")
+    if isinstance(exc, listing.InvalidCursor):
+        return ValidationError({"cursor": ["Is not a cursor this API gave out."]})
+    return None
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = domain_error(exc) or exc
     if isinstance(exc, ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         errors = {field: _messages(value) for field, value in detail.items()}

@@ -1,4 +1,6 @@
-"""The HTTP API: validate, call the operation in `messages.scheduling`, shape the answer."""
+"""The HTTP API: validate, call the operation in `messages.scheduling`, shape the answer.
+
+What the operations refuse becomes an HTTP status in one place: messages.api.errors.domain_error."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import re
 
 from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,7 +16,6 @@ from rest_framework.views import APIView
 from messages import health, listing, metrics, scheduling
 from messages.api import schema
 from messages.api.authentication import authenticated_client
-from messages.api.exceptions import Conflict
 from messages.api.negotiation import ContentNegotiation
 from messages.api.permissions import IsOperatorOrFromAllowedNetwork
 from messages.api.serializers import (
@@ -28,14 +28,10 @@ from messages.api.serializers import (
 )
 
 
-def _not_found(message_id: str) -> NotFound:
-    return NotFound(f"No message with id {message_id!r}.")
-
-
 def _valid_path_id(message_id: str) -> str:
     # An id that can never have been accepted is simply not there.
     if not re.fullmatch(MESSAGE_ID_PATTERN, message_id):
-        raise _not_found(message_id)
+        raise scheduling.MessageNotFound(message_id)
     return message_id
 
 
@@ -49,15 +45,12 @@ class MessageCollectionView(ApiView):
     def get(self, request: Request) -> Response:
         query = ListMessagesSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        try:
-            page = listing.list_messages(
-                owner_id=authenticated_client(request).key_id,
-                status=query.validated_data.get("status"),
-                limit=query.validated_data["limit"],
-                cursor=query.validated_data.get("cursor"),
-            )
-        except listing.InvalidCursor:
-            raise ValidationError({"cursor": ["Is not a cursor this API gave out."]}) from None
+        page = listing.list_messages(
+            owner_id=authenticated_client(request).key_id,
+            status=query.validated_data.get("status"),
+            limit=query.validated_data["limit"],
+            cursor=query.validated_data.get("cursor"),
+        )
         body = {"scheduledJobs": [listed_message(message) for message in page.messages], "count": page.count}
         if page.count_is_estimate:
             # Only ever on PostgreSQL past listing.EXACT_COUNT_UP_TO: the planner's estimate.
@@ -71,39 +64,28 @@ class MessageCollectionView(ApiView):
         serializer = ScheduleMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            message = scheduling.schedule_message(
-                owner_id=authenticated_client(request).key_id,
-                message_id=data["id"],
-                schedule_to=data["scheduleTo"],
-                webhook_url=data["webhookUrl"],
-                payload_json=data["payload"],
-                headers=data.get("headers"),
-                max_attempts=data.get("maxAttempts"),
-                timeout_seconds=data.get("timeoutSeconds"),
-            )
-        except scheduling.MessageIdTaken:
-            raise Conflict(f"A message with id {data['id']!r} already exists.") from None
+        message = scheduling.schedule_message(
+            owner_id=authenticated_client(request).key_id,
+            message_id=data["id"],
+            schedule_to=data["scheduleTo"],
+            webhook_url=data["webhookUrl"],
+            payload_json=data["payload"],
+            headers=data.get("headers"),
+            max_attempts=data.get("maxAttempts"),
+            timeout_seconds=data.get("timeoutSeconds"),
+        )
         return Response({"status": "scheduled", "messageId": message.message_id})
 
 
 class MessageDetailView(ApiView):
     @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
-        try:
-            message = scheduling.find_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
-        except scheduling.MessageNotFound:
-            raise _not_found(message_id) from None
+        message = scheduling.find_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
         return Response(message_detail(message))
 
     @schema.cancel_message_docs
     def delete(self, request: Request, message_id: str) -> Response:
-        try:
-            scheduling.cancel_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
-        except scheduling.MessageNotFound:
-            raise _not_found(message_id) from None
-        except scheduling.MessageInFlight:
-            raise Conflict(f"Message {message_id!r} is being delivered right now; it can no longer be cancelled.") from None
+        scheduling.cancel_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
         return Response({"status": "deleted", "messageId": message_id})
 
 
@@ -112,16 +94,11 @@ class MessageRetryView(ApiView):
     def post(self, request: Request, message_id: str) -> Response:
         serializer = RetryMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            message = scheduling.retry_message(
-                owner_id=authenticated_client(request).key_id,
-                message_id=_valid_path_id(message_id),
-                schedule_to=serializer.validated_data.get("scheduleTo"),
-            )
-        except scheduling.MessageNotFound:
-            raise _not_found(message_id) from None
-        except scheduling.MessageNotFailed:
-            raise Conflict(f"Message {message_id!r} has not failed; only failed messages can be retried.") from None
+        message = scheduling.retry_message(
+            owner_id=authenticated_client(request).key_id,
+            message_id=_valid_path_id(message_id),
+            schedule_to=serializer.validated_data.get("scheduleTo"),
+        )
         return Response({"status": message.status, "messageId": message.message_id})
 
 
