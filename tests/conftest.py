@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -14,11 +13,12 @@ from rest_framework.test import APIClient
 
 from messages.models import WAITING_STATUSES, Message, MessageStatus
 from tests.support import processes
-from tests.support.dns_server import DnsServer
+from tests.support.dns_server import RESOLVING_NAME, SILENT_NAME, DnsServer
 from tests.support.hostile_receiver import HostileReceiver
+from tests.support.ports import free_port
+from tests.support.processes import RUN_DIR
 from tests.support.receiver import Receiver
-
-RUN_DIR = os.environ["SCHEDULER_TEST_RUN_DIR"]
+from tests.support.waits import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -57,17 +57,9 @@ def redis_down(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from messages import broker
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    closed = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    closed = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     monkeypatch.setattr(broker, "redis_client", lambda: closed)
     monkeypatch.setattr(broker, "limiter_redis_client", lambda: closed)
-
-
-# The workers' name server: one name that resolves, one whose server never answers.
-RESOLVING_NAME = "ok.hostile.test"
-SILENT_NAME = "silent.test"
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +98,8 @@ def _let_the_worker_go_idle() -> None:
     """Before the test database is flushed: a worker still recording an attempt would hold row
     locks that PostgreSQL's TRUNCATE can deadlock with."""
     Message.objects.filter(status__in=WAITING_STATUSES).delete()
-    processes.wait_until(lambda: not Message.objects.filter(status=MessageStatus.SENDING).exists(),
-                         timeout=30, what="calls in flight to finish")
+    wait_until(lambda: not Message.objects.filter(status=MessageStatus.SENDING).exists(),
+               timeout=30, what="calls in flight to finish")
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +143,20 @@ def hostile() -> Iterator[HostileReceiver]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def service(celery_worker: processes.CeleryProcess, celery_beat: processes.CeleryProcess,
+            receiver: Receiver) -> Receiver:
+    """The whole service running (worker, beat and its consumer), delivering to `receiver`."""
+    return receiver
+
+
+@pytest.fixture
+def hostile_service(celery_worker: processes.CeleryProcess, celery_beat: processes.CeleryProcess,
+                    hostile: HostileReceiver) -> HostileReceiver:
+    """The whole service running, delivering to the `hostile` receiver."""
+    return hostile
 
 
 @pytest.fixture

@@ -5,19 +5,13 @@ paths (eta, beat, recovery, retries) run within a test's patience.
 """
 
 import os
-import socket
 import tempfile
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
+from tests.support.ports import free_port
 
 os.environ["READ_DOT_ENV"] = "false"  # a developer's .env must not steer the tests
 _run_dir = os.environ.setdefault("SCHEDULER_TEST_RUN_DIR", tempfile.mkdtemp(prefix="scheduler-tests-"))
-os.environ.setdefault("TEST_REDIS_PORT", str(_free_port()))
+os.environ.setdefault("TEST_REDIS_PORT", str(free_port()))
 _test_defaults = {
     # At least 32 characters, as the settings ask outside DEBUG; tests read settings.API_TOKEN.
     "API_TOKEN": "test-api-token-for-the-test-session-only",

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 
 from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
-from tests.support.processes import wait_until
+from tests.support.waits import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 # CI installs Chromium (.ci/run): there a missing browser is a failure, never a skip.

@@ -12,11 +12,10 @@ from standardwebhooks import Webhook
 
 from messages import broker, delivery
 from messages.models import DeliveryAttempt, Message, MessageStatus
-from tests.conftest import RUN_DIR
 from tests.support import processes
-from tests.support.api_calls import post_message, wait_until_finished
-from tests.support.processes import wait_until
-from tests.test_delivery_end_to_end import LATENESS_BOUND_SECONDS
+from tests.support.api_calls import LATENESS_BOUND_SECONDS, post_message, wait_until_finished
+from tests.support.processes import RUN_DIR
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile, pytest.mark.django_db(transaction=True)]
 

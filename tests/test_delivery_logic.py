@@ -17,6 +17,7 @@ from messages.signing import parse_signing_secrets
 from messages.webhook_client import WebhookResult
 from tests.factories import make_message
 from tests.support.receiver import Reply
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -212,8 +213,8 @@ def test_a_group_spread_over_its_window_sends_each_message_at_its_own_moment(rec
     dues = [start + timedelta(milliseconds=offset) for offset in (100, 250, 350)]
     messages = [make_message(message_id=f"spread-{n}", due_at=due, webhook_url=receiver.url(hook_path),
                              payload={"n": n}) for n, due in enumerate(dues)]
-    while timezone.now() < dues[0]:
-        pass  # the task starts at its first message's eta
+    # The task starts at its first message's eta
+    wait_until(lambda: timezone.now() >= dues[0], timeout=1, interval=0.005, what="the first message's eta")
 
     delivery.deliver_messages([message.pk for message in messages])
 

@@ -15,11 +15,10 @@ import pytest
 
 from messages import delivery
 from messages.models import DeliveryAttempt, Message, MessageStatus
-from tests.conftest import RESOLVING_NAME, SILENT_NAME
-from tests.support.api_calls import post_message, wait_until_finished
+from tests.support.api_calls import LATENESS_BOUND_SECONDS, post_message, wait_until_finished
+from tests.support.dns_server import RESOLVING_NAME, SILENT_NAME
 from tests.support.hostile_receiver import HostileReceiver
-from tests.support.processes import wait_until
-from tests.test_delivery_end_to_end import LATENESS_BOUND_SECONDS
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile, pytest.mark.django_db(transaction=True)]
 
@@ -36,11 +35,6 @@ RETRY_AFTER_VALUES = {
 }
 
 
-@pytest.fixture
-def service(celery_worker, celery_beat, hostile):
-    return hostile
-
-
 def hostile_urls(receiver: HostileReceiver, run: str) -> dict[str, str]:
     urls = {f"retry-after-{name}": receiver.url(f"/retry-after/{name}-{run}") for name in RETRY_AFTER_VALUES}
     for kind in ("nul-body", "bad-utf8", "huge-headers", "slow-body", "hang", "reset", "set-cookie", "redirect"):
@@ -53,33 +47,33 @@ def hostile_urls(receiver: HostileReceiver, run: str) -> dict[str, str]:
     return urls
 
 
-def test_hostile_receivers_never_touch_the_ordinary_messages_due_with_them(api, service, dns_server, hook_path):
+def test_hostile_receivers_never_touch_the_ordinary_messages_due_with_them(api, hostile_service, dns_server, hook_path):
     run = hook_path.rsplit("/", 1)[1]
     for name, value in RETRY_AFTER_VALUES.items():
-        service.configure(f"/retry-after/{name}-{run}", retry_after=value)
+        hostile_service.configure(f"/retry-after/{name}-{run}", retry_after=value)
     due = datetime.now(UTC) + timedelta(seconds=2)
 
     # Given hostile receivers and ordinary ones (by address and by a name that resolves), all due at once
     hostile_ids = []
-    for kind, url in hostile_urls(service, run).items():
+    for kind, url in hostile_urls(hostile_service, run).items():
         post_message(api, f"hostile-{kind}-{run}", url, at=due, maxAttempts=2)
         hostile_ids.append(f"hostile-{kind}-{run}")
-    port = service.base_url.rsplit(":", 1)[1]
+    port = hostile_service.base_url.rsplit(":", 1)[1]
     ordinary, by_name = {}, {}
     for n in range(ORDINARY_COUNT):
         ordinary[f"ordinary-{n}-{run}"] = f"/ok/ordinary-{n}-{run}"
-        post_message(api, f"ordinary-{n}-{run}", service.url(f"/ok/ordinary-{n}-{run}"), at=due)
+        post_message(api, f"ordinary-{n}-{run}", hostile_service.url(f"/ok/ordinary-{n}-{run}"), at=due)
         by_name[f"by-name-{n}-{run}"] = f"/ok/by-name-{n}-{run}"
         post_message(api, f"by-name-{n}-{run}", f"http://{RESOLVING_NAME}:{port}/ok/by-name-{n}-{run}", at=due)
 
     # Then every ordinary message arrives once and on time
     for message_id, path in ordinary.items():
-        calls = service.wait_for_calls(path, 1, timeout=15)
+        calls = hostile_service.wait_for_calls(path, 1, timeout=15)
         assert len(calls) == 1, message_id
         assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS, message_id
     # And so do those by a name that resolves, however many lookups hang beside them
     for message_id, path in by_name.items():
-        calls = service.wait_for_calls(path, 1, timeout=15)
+        calls = hostile_service.wait_for_calls(path, 1, timeout=15)
         # The name server's count tells a lookup that never reached it from one it answered.
         assert len(calls) == 1, (message_id, f"{RESOLVING_NAME} queried {dns_server.queries(RESOLVING_NAME)} times")
         assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS, message_id
@@ -91,8 +85,8 @@ def test_hostile_receivers_never_touch_the_ordinary_messages_due_with_them(api, 
     for message_id in hostile_ids:
         attempts = DeliveryAttempt.objects.filter(message__message_id=message_id)
         assert not attempts.filter(error=delivery.WORKER_LOST).exists(), message_id
-    received = Counter(call.path for call in service.calls)
-    for kind, url in hostile_urls(service, run).items():
+    received = Counter(call.path for call in hostile_service.calls)
+    for kind, url in hostile_urls(hostile_service, run).items():
         if kind.startswith("silent-name-server"):
             continue  # never reached: its name never resolved
         path = url.split(str(port), 1)[1]
@@ -101,10 +95,10 @@ def test_hostile_receivers_never_touch_the_ordinary_messages_due_with_them(api, 
     assert not Message.objects.filter(status=MessageStatus.SENDING).exists()
 
 
-def test_an_odd_retry_after_is_ignored_and_the_schedule_applies(api, service, hook_path):
+def test_an_odd_retry_after_is_ignored_and_the_schedule_applies(api, hostile_service, hook_path):
     run = hook_path.rsplit("/", 1)[1]
-    service.configure(f"/retry-after/odd-{run}", retry_after="²".encode())
-    post_message(api, f"odd-{run}", service.url(f"/retry-after/odd-{run}"), at=datetime.now(UTC), maxAttempts=2)
+    hostile_service.configure(f"/retry-after/odd-{run}", retry_after="²".encode())
+    post_message(api, f"odd-{run}", hostile_service.url(f"/retry-after/odd-{run}"), at=datetime.now(UTC), maxAttempts=2)
 
     wait_until_finished([f"odd-{run}"], timeout=20)
 
@@ -113,10 +107,10 @@ def test_an_odd_retry_after_is_ignored_and_the_schedule_applies(api, service, ho
     assert Message.objects.get(message_id=f"odd-{run}").status == MessageStatus.FAILED
 
 
-def test_response_bodies_are_stored_as_valid_text(api, service, hook_path):
+def test_response_bodies_are_stored_as_valid_text(api, hostile_service, hook_path):
     run = hook_path.rsplit("/", 1)[1]
-    post_message(api, f"nul-{run}", service.url(f"/nul-body/{run}"), at=datetime.now(UTC), maxAttempts=1)
-    post_message(api, f"utf8-{run}", service.url(f"/bad-utf8/{run}"), at=datetime.now(UTC), maxAttempts=1)
+    post_message(api, f"nul-{run}", hostile_service.url(f"/nul-body/{run}"), at=datetime.now(UTC), maxAttempts=1)
+    post_message(api, f"utf8-{run}", hostile_service.url(f"/bad-utf8/{run}"), at=datetime.now(UTC), maxAttempts=1)
 
     wait_until_finished([f"nul-{run}", f"utf8-{run}"], timeout=20)
 
@@ -129,23 +123,23 @@ def test_response_bodies_are_stored_as_valid_text(api, service, hook_path):
     assert "\ufffd" in utf8.response_excerpt
 
 
-def test_a_cookie_set_by_one_receiver_never_reaches_another_message(api, service, hook_path):
+def test_a_cookie_set_by_one_receiver_never_reaches_another_message(api, hostile_service, hook_path):
     run = hook_path.rsplit("/", 1)[1]
-    post_message(api, f"cookie-{run}", service.url(f"/set-cookie/{run}"), at=datetime.now(UTC))
-    assert service.wait_for_calls(f"/set-cookie/{run}", 1, timeout=15)
+    post_message(api, f"cookie-{run}", hostile_service.url(f"/set-cookie/{run}"), at=datetime.now(UTC))
+    assert hostile_service.wait_for_calls(f"/set-cookie/{run}", 1, timeout=15)
     wait_until_finished([f"cookie-{run}"], timeout=10)
 
-    post_message(api, f"after-cookie-{run}", service.url(f"/ok/after-cookie-{run}"), at=datetime.now(UTC))
+    post_message(api, f"after-cookie-{run}", hostile_service.url(f"/ok/after-cookie-{run}"), at=datetime.now(UTC))
 
-    [call] = service.wait_for_calls(f"/ok/after-cookie-{run}", 1, timeout=15)
+    [call] = hostile_service.wait_for_calls(f"/ok/after-cookie-{run}", 1, timeout=15)
     assert not {name.lower() for name in call.headers} & {"cookie", "cookie2"}
 
 
-def test_a_redirect_is_not_followed(api, service, hook_path):
+def test_a_redirect_is_not_followed(api, hostile_service, hook_path):
     run = hook_path.rsplit("/", 1)[1]
-    post_message(api, f"redirect-{run}", service.url(f"/redirect/{run}"), at=datetime.now(UTC), maxAttempts=1)
+    post_message(api, f"redirect-{run}", hostile_service.url(f"/redirect/{run}"), at=datetime.now(UTC), maxAttempts=1)
 
     wait_until_finished([f"redirect-{run}"], timeout=20)
 
     assert DeliveryAttempt.objects.get(message__message_id=f"redirect-{run}").status_code == 302
-    assert service.calls_to(f"/ok/redirected-{run}") == []
+    assert hostile_service.calls_to(f"/ok/redirected-{run}") == []

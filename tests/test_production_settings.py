@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -27,6 +26,7 @@ from scheduler_project.settings import PrivateSQLiteConnection
 from scripts.run_service import write_first_env_file
 from tests.factories import make_message
 from tests.support import processes
+from tests.support.ports import free_port
 from tests.support.processes import ROOT
 
 
@@ -70,12 +70,6 @@ def test_payloads_and_tokens_never_reach_the_logs(api, receiver, hook_path, capl
     assert "quiet-2" in caplog.text  # the message id is logged
     for secret in ("4111-1111-1111-1111", "downstream-secret", settings.API_TOKEN):
         assert secret not in caplog.text
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def started_alone(process: str, run_dir: Path) -> list[str]:

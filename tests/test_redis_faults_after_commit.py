@@ -9,7 +9,6 @@ message that is stored, and the client's retry into a 409.
 from __future__ import annotations
 
 import logging
-import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,8 +19,9 @@ from messages import broker
 from messages.models import Message
 from messages.task_names import DELIVER_TASK, DELIVERY_QUEUE
 from scheduler_project.celery import app as celery_app
+from tests.support.api_calls import iso
+from tests.support.ports import free_port
 from tests.support.processes import RedisServer
-from tests.test_delivery_end_to_end import iso
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -88,12 +88,6 @@ def test_a_broker_that_is_down_leaves_the_posted_message_to_the_dispatcher(
     # and once Redis is back, beat's dispatcher sends it
     calls = receiver.wait_for_calls(hook_path, 1, timeout=30)
     assert [call.json for call in calls] == [{"id": "broker-down"}]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -7,16 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from messages.models import Message, MessageStatus
-from tests.support.processes import wait_until
+from tests.support.api_calls import schedule
 from tests.support.receiver import Reply
-from tests.test_delivery_end_to_end import schedule
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def service(celery_worker, celery_beat, receiver):
-    return receiver
 
 
 def wait_for_status(api, message_id: str, status: str, *, timeout: float = 20) -> dict:

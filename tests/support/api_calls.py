@@ -6,7 +6,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from messages.models import Message, MessageStatus
-from tests.support.processes import wait_until
+from tests.support.waits import wait_until
+
+# Generous: a loaded CI machine may be slow, but a message must never be minutes late.
+LATENESS_BOUND_SECONDS = 3.0
 
 
 def iso(moment: datetime) -> str:
@@ -18,6 +21,19 @@ def post_message(api, message_id: str, url: str, *, at: datetime, **extra: objec
     body = {"id": message_id, "scheduleTo": iso(at), "payload": {"id": message_id}, "webhookUrl": url, **extra}
     response = api.post("/messages", body)
     assert response.status_code == 200, response.content
+
+
+def schedule(api, receiver, path: str, *, message_id: str, at: datetime, payload: object = None) -> None:
+    """POST /messages for `path` on `receiver`; the payload is {"n": 1} unless given."""
+    post_message(api, message_id, receiver.url(path), at=at, payload=payload or {"n": 1})
+
+
+def schedule_batch(api, receiver, path: str, *, count: int, at: datetime, prefix: str) -> list[str]:
+    """`count` messages due together, each with its id as its payload; returns the ids."""
+    ids = [f"{prefix}-{n}" for n in range(count)]
+    for message_id in ids:
+        post_message(api, message_id, receiver.url(path), at=at)
+    return ids
 
 
 def wait_until_finished(message_ids: Iterable[str], *, timeout: float) -> None:

@@ -17,6 +17,11 @@ from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 POLL_SECONDS = 0.05  # how often the serving thread looks whether it should stop
 
+# The names the test session's workers ask about (conftest's dns_server): one that resolves to
+# 127.0.0.1, one whose name server never answers.
+RESOLVING_NAME = "ok.hostile.test"
+SILENT_NAME = "silent.test"
+
 
 def _normalised(name: str) -> str:
     return name.lower().rstrip(".")

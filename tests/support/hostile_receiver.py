@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from tests.support.recorded_calls import RecordedCalls
+
 MAX_HEAD = 1 << 20  # a request's line and headers; clients' limits are under test, not ours
 BACKLOG = 1024  # hundreds of connections may arrive at once
 RESET_BODY_BYTES = 10  # of the 1000 announced: the client is reading the body when the reset hits
@@ -105,11 +107,10 @@ class _BadRequest(Exception):
 Behaviour = Callable[[_Exchange], Awaitable[bool]]  # returns whether the connection may serve another request
 
 
-class HostileReceiver:
+class HostileReceiver(RecordedCalls[Call]):
     def __init__(self, port: int = 0) -> None:
-        self.calls: list[Call] = []
+        super().__init__()
         self._options: dict[str, Options] = {}
-        self._changed = threading.Condition()
         self._open_connections = 0
         # Bound now, so base_url is known before start() and connections queue until the loop serves them.
         self._socket = socket.create_server(("127.0.0.1", port), backlog=BACKLOG)
@@ -161,29 +162,9 @@ class HostileReceiver:
                 self._changed.wait(remaining)
             return self._open_connections
 
-    def calls_to(self, path: str) -> list[Call]:
-        with self._changed:
-            return [call for call in self.calls if call.path == path]
-
-    def wait_for_calls(self, path: str, count: int, timeout: float) -> list[Call]:
-        """Waits until `count` calls reached `path`; returns what arrived by the deadline."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                calls = [call for call in self.calls if call.path == path]
-                remaining = deadline - time.monotonic()
-                if len(calls) >= count or remaining <= 0:
-                    return calls
-                self._changed.wait(remaining)
-
     def _options_for(self, path: str) -> Options:
         with self._changed:
             return self._options.get(path, Options())
-
-    def _record(self, call: Call) -> None:
-        with self._changed:
-            self.calls.append(call)
-            self._changed.notify_all()
 
     def _count_connection(self, change: int) -> None:
         with self._changed:

@@ -6,23 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
 
 from scheduler_project.embedded_redis import redis_answers, redis_server_command
 from scheduler_project.procfile import CELERY, delivery_worker_options, maintenance_worker_options
+from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition, *, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout} s")
-        time.sleep(interval)
+# The test session's directory for logs, schedules and the SQLite files (tests/settings.py makes it).
+RUN_DIR = os.environ["SCHEDULER_TEST_RUN_DIR"]
 
 
 class RedisServer:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.recorded_calls import RecordedCalls
+
 
 @dataclass(frozen=True)
 class ReceivedCall:
@@ -31,12 +33,11 @@ class Reply:
     body: bytes = b"ok"
 
 
-class Receiver:
+class Receiver(RecordedCalls[ReceivedCall]):
     def __init__(self, port: int = 0) -> None:
-        self.calls: list[ReceivedCall] = []
+        super().__init__()
         self._replies: dict[str, deque[Reply]] = defaultdict(deque)
         self._default_replies: dict[str, Reply] = {}
-        self._changed = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -62,32 +63,12 @@ class Receiver:
         if then is not None:
             self._default_replies[path] = then
 
-    def calls_to(self, path: str) -> list[ReceivedCall]:
-        with self._changed:
-            return [call for call in self.calls if call.path == path]
-
-    def wait_for_calls(self, path: str, count: int, *, timeout: float) -> list[ReceivedCall]:
-        """Waits until `count` calls reached `path`; returns what arrived by the deadline."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                calls = [call for call in self.calls if call.path == path]
-                remaining = deadline - time.monotonic()
-                if len(calls) >= count or remaining <= 0:
-                    return calls
-                self._changed.wait(remaining)
-
     def _next_reply(self, path: str) -> Reply:
         with self._changed:
             queue = self._replies.get(path)
             if queue:
                 return queue.popleft()
             return self._default_replies.get(path, Reply())
-
-    def _record(self, call: ReceivedCall) -> None:
-        with self._changed:
-            self.calls.append(call)
-            self._changed.notify_all()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
