@@ -576,3 +576,10 @@ def test_a_body_past_djangos_upload_limit_gets_the_json_413(api, rows_before):
 
     assert_refused(response, 413)
     assert_no_trace(api, rows_before)
+
+
+@pytest.mark.parametrize("url", ["http://.com/", "http://ex..com/", "http://ex.com\\@evil.com/"])
+def test_urls_that_parsers_read_differently_are_refused(api, rows_before, url):
+    # An empty host label, or a backslash before "@" (some parsers take evil.com for the host)
+    assert_refused(api.post("/messages", message_body(webhookUrl=url)), field="webhookUrl")
+    assert Message.objects.count() == rows_before
