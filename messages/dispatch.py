@@ -81,8 +81,7 @@ def enqueue_horizon(*, now: datetime) -> int:
     enqueued: list[int] = []
     try:
         for eta, group in _groups_due_together(rows, now=now):
-            enqueue_group([row[0] for row in group], eta=eta, message_ids=[row[1] for row in group],
-                          payload_bytes=sum(row[3] for row in group))
+            enqueue_group([row[0] for row in group], eta=eta, payload_bytes=sum(row[3] for row in group))
             enqueued.extend(row[0] for row in group)
     except BrokerError as error:
         logger.warning("dispatch stopped after %d messages, broker unavailable: %s", len(enqueued), error)

@@ -81,9 +81,7 @@ def check_health() -> HealthReport:
         if report.stuck_messages:
             report.failing.append("stuck_messages")
     except DatabaseError as error:
-        logger.warning("health: database unavailable: %s", error)
-        report.database = "disconnected"
-        report.failing.append("database")
+        _database_down(report, error, checking="health")
     try:
         broker.redis_client().ping()
         if scheduler_is_alive(broker.seconds_since_heartbeat()):
@@ -93,9 +91,7 @@ def check_health() -> HealthReport:
         else:
             report.failing.append("scheduler")
     except (redis.RedisError, OSError) as error:
-        logger.warning("health: redis unavailable: %s", error)
-        report.redis = "disconnected"
-        report.failing.append("redis")
+        _redis_down(report, error, checking="health")
     return report
 
 
@@ -207,13 +203,21 @@ def check_readiness() -> ReadinessReport:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError as error:
-        logger.warning("readiness: database unavailable: %s", error)
-        report.database = "disconnected"
-        report.failing.append("database")
+        _database_down(report, error, checking="readiness")
     try:
         broker.redis_client().ping()
     except (redis.RedisError, OSError) as error:
-        logger.warning("readiness: redis unavailable: %s", error)
-        report.redis = "disconnected"
-        report.failing.append("redis")
+        _redis_down(report, error, checking="readiness")
     return report
+
+
+def _database_down(report: HealthReport | ReadinessReport, error: Exception, *, checking: str) -> None:
+    logger.warning("%s: database unavailable: %s", checking, error)
+    report.database = "disconnected"
+    report.failing.append("database")
+
+
+def _redis_down(report: HealthReport | ReadinessReport, error: Exception, *, checking: str) -> None:
+    logger.warning("%s: redis unavailable: %s", checking, error)
+    report.redis = "disconnected"
+    report.failing.append("redis")

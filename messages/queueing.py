@@ -29,7 +29,7 @@ def is_imminent(due_at: datetime, *, now: datetime) -> bool:
 
 
 def enqueue_group(
-    message_pks: Sequence[int], *, eta: datetime | None, message_ids: Sequence[str], payload_bytes: int
+    message_pks: Sequence[int], *, eta: datetime | None, payload_bytes: int
 ) -> None:
     """Sends one task for messages due together, to start DELIVERY_CLAIM_LEAD_MS before the
     first one's eta; raises when the broker is down. `payload_bytes` lets the worker reserve
@@ -57,8 +57,7 @@ def enqueue_after_commit(
 
     def enqueue() -> None:
         try:
-            enqueue_group([message.pk], eta=due_at, message_ids=[message.message_id],
-                          payload_bytes=message.payload_bytes)
+            enqueue_group([message.pk], eta=due_at, payload_bytes=message.payload_bytes)
         except (BrokerError, *broker.REDIS_ERRORS) as error:
             # kombu wraps redis-py's errors in its own (tests/test_redis_faults_after_commit.py);
             # redis-py's are named too, should one get through. The row says "enqueued": clear

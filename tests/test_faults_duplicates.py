@@ -56,7 +56,7 @@ def test_duplicate_tasks_for_one_message_deliver_it_once(api, service, hook_path
     message = Message.objects.get(message_id="twice-queued")
 
     for _ in range(3):
-        enqueue_group([message.pk], eta=due, message_ids=["twice-queued"], payload_bytes=message.payload_bytes)
+        enqueue_group([message.pk], eta=due, payload_bytes=message.payload_bytes)
 
     service.wait_for_calls(hook_path, 1, timeout=10)
     assert len(nothing_more_arrives(lambda: service.calls_to(hook_path), within=2, what="a second call")) == 1
