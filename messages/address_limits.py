@@ -19,6 +19,7 @@ from django.urls import Resolver404, resolve
 from django.utils.crypto import constant_time_compare
 
 from messages import rate_windows
+from messages.api.responses import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class FailureLimit:
 
 
 def _json_refusal(status: int, detail: str, retry_after: int) -> HttpResponse:
-    response = JsonResponse({"detail": detail}, status=status)
+    response = JsonResponse(error_body(detail), status=status)
     response["Retry-After"] = str(retry_after)
     return response
 

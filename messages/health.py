@@ -44,21 +44,11 @@ class HealthReport:
     def is_healthy(self) -> bool:
         return not {"database", "redis"} & set(self.failing)
 
-    def as_dict(self) -> dict[str, object]:
+    @property
+    def status(self) -> str:
         if not self.is_healthy:
-            status = "unhealthy"
-        else:
-            status = "healthy" if self.scheduler == "running" and not self.stuck_messages else "degraded"
-        return {
-            "status": status,
-            "redis": self.redis,
-            "database": self.database,
-            "scheduler": self.scheduler,
-            "scheduled_jobs": self.scheduled_jobs,
-            "worker_clock_skew_ms": self.worker_clock_skew_ms,
-            "stuck_messages": self.stuck_messages,
-            "failing": self.failing,
-        }
+            return "unhealthy"
+        return "healthy" if self.scheduler == "running" and not self.stuck_messages else "degraded"
 
 
 def scheduler_is_alive(seconds_since_heartbeat: float | None) -> bool:
@@ -191,9 +181,9 @@ class ReadinessReport:
     def is_ready(self) -> bool:
         return not self.failing
 
-    def as_dict(self) -> dict[str, object]:
-        return {"status": "ready" if self.is_ready else "unready", "database": self.database,
-                "redis": self.redis, "failing": self.failing}
+    @property
+    def status(self) -> str:
+        return "ready" if self.is_ready else "unready"
 
 
 def check_readiness() -> ReadinessReport:

@@ -258,6 +258,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "PREPROCESSING_HOOKS": ["messages.api.schema.contract_paths"],
+    # One name for the choice set that /health and /readyz share.
+    "ENUM_NAME_OVERRIDES": {"ConnectionStateEnum": "messages.api.responses.CONNECTION_STATES"},
+    # The values say it all; "* `alive` - alive" under each would only repeat them.
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
 }
 
 

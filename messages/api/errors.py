@@ -14,6 +14,7 @@ from rest_framework.views import exception_handler
 
 from messages import listing, scheduling
 from messages.api.exceptions import Conflict, RequestTooLarge
+from messages.api.responses import error_body, validation_error_body
 
 
 def domain_error(exc: Exception) -> APIException | None:
@@ -38,11 +39,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         errors = {field: _messages(value) for field, value in detail.items()}
-        return Response(
-            {"detail": _first_error_sentence(errors), "errors": errors},
-            status=status.HTTP_400_BAD_REQUEST,
-        )
-    return exception_handler(exc, context)
+        return Response(validation_error_body(_first_error_sentence(errors), errors), status=status.HTTP_400_BAD_REQUEST)
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and set(response.data) == {"detail"}:
+        response.data = error_body(response.data["detail"])
+    return response
 
 
 def _messages(value: Any, prefix: str = "") -> list[str]:
@@ -65,8 +66,8 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Jso
     """What Django refuses before DRF sees the request. A body past DATA_UPLOAD_MAX_MEMORY_SIZE
     is the API's 413, as one past the parser's own cap is; the rest a JSON 400, not HTML."""
     if isinstance(exception, RequestDataTooBig):
-        return JsonResponse({"detail": RequestTooLarge.default_detail}, status=413)
-    return JsonResponse({"detail": "Bad request."}, status=400)
+        return JsonResponse(error_body(str(RequestTooLarge.default_detail)), status=413)
+    return JsonResponse(error_body("Bad request."), status=400)
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -74,12 +75,12 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     if request.path.startswith("/admin/"):
         # Django always passes the exception; a direct call without one gets an empty one.
         return defaults.permission_denied(request, exception or PermissionDenied())
-    return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    return JsonResponse(error_body("You do not have permission to perform this action."), status=403)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return JsonResponse(error_body("Not found."), status=404)
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"detail": "Internal server error."}, status=500)
+    return JsonResponse(error_body("Internal server error."), status=500)

@@ -1,8 +1,5 @@
-"""The OpenAPI document (/openapi.json, /docs): bearer auth, the answers' shapes and examples.
-
-Documentation only: the serializers here describe what views.py builds by hand; nothing
-validates or renders with them.
-"""
+"""The OpenAPI document (/openapi.json, /docs): bearer auth, examples and each operation's
+answers. The answers' shapes are the serializers that render them (messages.api.responses)."""
 
 from __future__ import annotations
 
@@ -15,6 +12,17 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
+from messages.api.responses import (
+    DeletedSerializer,
+    ErrorSerializer,
+    HealthSerializer,
+    LivenessSerializer,
+    MessageDetailSerializer,
+    MessageListSerializer,
+    ReadinessSerializer,
+    ScheduledSerializer,
+    ValidationErrorSerializer,
+)
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
     ListMessagesSerializer,
@@ -61,122 +69,6 @@ def contract_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tupl
         path = path.rstrip("/").replace("{message_id}", "{id}")
         documented.append((path, path_regex.replace("(?P<message_id>", "(?P<id>"), method, callback))
     return documented
-
-
-# --- What the views answer -----------------------------------------------------------------
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="What went wrong, as a sentence.")
-
-
-class ValidationErrorSerializer(ErrorSerializer):
-    # DRF's metaclass moves declared fields off the class: this does not shadow Serializer.errors.
-    errors = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Field name to the list of what is wrong with it; absent when the body is not JSON.",
-    )
-
-
-class ScheduledSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="Always `scheduled`.")
-    messageId = serializers.CharField()  # noqa: N815 - the contract's field names
-
-
-class DeletedSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="Always `deleted`.")
-    messageId = serializers.CharField()  # noqa: N815
-
-
-class ListedMessageSerializer(serializers.Serializer):
-    messageId = serializers.CharField()  # noqa: N815
-    nextRun = serializers.DateTimeField(  # noqa: N815
-        allow_null=True, help_text="UTC with a `+00:00` offset; null for a failed message."
-    )
-    trigger = serializers.CharField(allow_null=True, help_text="`date[YYYY-MM-DD HH:MM:SS UTC]`.")
-    status = serializers.CharField(help_text="scheduled, sending, retrying or failed.")
-
-
-class MessageListSerializer(serializers.Serializer):
-    scheduledJobs = ListedMessageSerializer(many=True)  # noqa: N815
-    count = serializers.IntegerField(help_text="All messages that match, not only this page's.")
-    countIsEstimate = serializers.BooleanField(  # noqa: N815
-        required=False,
-        help_text="Present (true) only when `count` is PostgreSQL's planner estimate: past 100,000 messages.",
-    )
-    next = serializers.CharField(
-        required=False, help_text="Cursor for the next page (pass as `cursor`); absent on the last page."
-    )
-
-
-class AttemptSerializer(serializers.Serializer):
-    number = serializers.IntegerField()
-    startedAt = serializers.DateTimeField()  # noqa: N815
-    durationMs = serializers.IntegerField()  # noqa: N815
-    statusCode = serializers.IntegerField(allow_null=True, help_text="Null when no response came.")  # noqa: N815
-    error = serializers.CharField(allow_null=True, help_text="e.g. timeout, connection refused.")
-    responseExcerpt = serializers.CharField(  # noqa: N815
-        help_text="The start of the response body; empty for a receiver on a private network "
-        "unless WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS is on.",
-    )
-
-
-class MessageDetailSerializer(serializers.Serializer):
-    messageId = serializers.CharField()  # noqa: N815
-    deliveryId = serializers.CharField(  # noqa: N815
-        allow_null=True,
-        help_text="This message's own id, sent as `webhook-id` and `Idempotency-Key` on every attempt and "
-        "resend of it, never for another message (`messageId` is free again once delivered). Null for a "
-        "message stored before delivery ids existed: its receivers keep getting `messageId`.",
-    )
-    status = serializers.CharField(help_text="scheduled, sending, retrying, failed or delivered.")
-    scheduleTo = serializers.DateTimeField()  # noqa: N815
-    nextRun = serializers.DateTimeField(allow_null=True)  # noqa: N815
-    webhookUrl = serializers.CharField(help_text="With any `user:password@` masked as `********@`.")  # noqa: N815
-    payload = serializers.JSONField()
-    headers = serializers.DictField(
-        child=serializers.CharField(),
-        help_text="The header names given, each value masked as `********`: values are stored encrypted and "
-        "never read back.",
-    )
-    maxAttempts = serializers.IntegerField()  # noqa: N815
-    timeoutSeconds = serializers.FloatField()  # noqa: N815
-    attemptCount = serializers.IntegerField()  # noqa: N815
-    lastOutcome = serializers.CharField(allow_null=True, help_text="e.g. `HTTP 503` or `timeout`.")  # noqa: N815
-    createdAt = serializers.DateTimeField()  # noqa: N815
-    finishedAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
-    attempts = AttemptSerializer(many=True)
-
-
-class HealthSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="healthy, degraded (no live worker and beat) or unhealthy.")
-    redis = serializers.CharField(help_text="connected or disconnected.")
-    database = serializers.CharField(help_text="connected or disconnected.")
-    scheduler = serializers.CharField(help_text="running or stopped.")
-    scheduled_jobs = serializers.IntegerField(
-        allow_null=True,
-        help_text="Messages not yet delivered: exact up to 100,000, past that PostgreSQL's planner estimate.",
-    )
-    worker_clock_skew_ms = serializers.FloatField(
-        allow_null=True, help_text="The dispatching worker's clock minus the database's, in milliseconds.",
-    )
-    stuck_messages = serializers.IntegerField(
-        allow_null=True,
-        help_text="Messages left in `sending` whose claim recovery could not clear (release them in the admin).",
-    )
-    failing = serializers.ListField(child=serializers.CharField(), help_text="The checks that failed.")
-
-
-class LivenessSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="Always `alive`.")
-
-
-class ReadinessSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="ready or unready.")
-    database = serializers.CharField(help_text="connected or disconnected.")
-    redis = serializers.CharField(help_text="connected or disconnected.")
-    failing = serializers.ListField(child=serializers.CharField(), help_text="The checks that failed.")
 
 
 # --- Examples ----------------------------------------------------------------------------

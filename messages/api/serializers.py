@@ -1,4 +1,4 @@
-"""The input rules of POST /messages and the shapes of the API's answers."""
+"""The input rules of the API's requests (the answers' shapes are in messages.api.responses)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from yarl import URL
 
 from messages.api.exceptions import RequestTooLarge
 from messages.api.shared_fields import SharedFieldsSerializer
-from messages.confidential import HeadersUnreadable, masked_headers, masked_url
 from messages.listing import LISTABLE_STATUSES
-from messages.models import TIMEOUT_SECONDS_MAX, DeliveryAttempt, Message, encode_payload
+from messages.models import TIMEOUT_SECONDS_MAX, encode_payload
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason, port_block_reason
 from messages.webhook_client import IDEMPOTENCY_HEADER, MESSAGE_ID_HEADER
@@ -203,63 +202,3 @@ class ListMessagesSerializer(SharedFieldsSerializer):
     status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=10000, default=1000)
     cursor = serializers.CharField(required=False, max_length=512)
-
-
-def utc_iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
-
-
-def listed_message(message: Any) -> dict[str, Any]:
-    """One item of GET /messages, as the old service listed its jobs."""
-    due_at = message.due_at.astimezone(UTC) if message.due_at else None
-    return {
-        "messageId": message.message_id,
-        "nextRun": utc_iso(due_at),
-        "trigger": due_at.strftime("date[%Y-%m-%d %H:%M:%S UTC]") if due_at else None,
-        "status": message.status,
-    }
-
-
-def attempt_detail(attempt: DeliveryAttempt) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "startedAt": utc_iso(attempt.started_at),
-        "durationMs": attempt.duration_ms,
-        "statusCode": attempt.status_code,
-        "error": attempt.error or None,
-        "responseExcerpt": attempt.response_excerpt,
-    }
-
-
-def message_detail(message: Message) -> dict[str, Any]:
-    return {
-        "messageId": message.message_id,
-        "deliveryId": message.delivery_id,
-        "status": message.status,
-        "scheduleTo": utc_iso(message.schedule_to),
-        "nextRun": utc_iso(message.due_at),
-        # Credentials given for the receiver are never read back: userinfo and header values masked.
-        "webhookUrl": masked_url(message.webhook_url),
-        "payload": message.payload,  # parsed only here, for the one message shown
-        "headers": _shown_headers(message),
-        "maxAttempts": message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
-        "timeoutSeconds": message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS,
-        "attemptCount": message.attempt_count,
-        "lastOutcome": _last_outcome(message),
-        "createdAt": utc_iso(message.created_at),
-        "finishedAt": utc_iso(message.finished_at),
-        "attempts": [attempt_detail(attempt) for attempt in message.attempts.all()],
-    }
-
-
-def _shown_headers(message: Message) -> dict[str, str]:
-    try:
-        return masked_headers(message.headers)
-    except HeadersUnreadable:
-        return {}
-
-
-def _last_outcome(message: Message) -> str | None:
-    if message.last_status_code is not None:
-        return f"HTTP {message.last_status_code}"
-    return message.last_error or None

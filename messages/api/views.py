@@ -18,13 +18,20 @@ from messages.api import schema
 from messages.api.authentication import authenticated_client
 from messages.api.negotiation import ContentNegotiation
 from messages.api.permissions import IsOperatorOrFromAllowedNetwork
+from messages.api.responses import (
+    DeletedSerializer,
+    HealthSerializer,
+    LivenessSerializer,
+    MessageDetailSerializer,
+    MessageListSerializer,
+    ReadinessSerializer,
+    ScheduledSerializer,
+)
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
     ListMessagesSerializer,
     RetryMessageSerializer,
     ScheduleMessageSerializer,
-    listed_message,
-    message_detail,
 )
 
 
@@ -51,13 +58,7 @@ class MessageCollectionView(ApiView):
             limit=query.validated_data["limit"],
             cursor=query.validated_data.get("cursor"),
         )
-        body = {"scheduledJobs": [listed_message(message) for message in page.messages], "count": page.count}
-        if page.count_is_estimate:
-            # Only ever on PostgreSQL past listing.EXACT_COUNT_UP_TO: the planner's estimate.
-            body["countIsEstimate"] = True
-        if page.next_cursor:
-            body["next"] = page.next_cursor
-        return Response(body)
+        return Response(MessageListSerializer(page).data)
 
     @schema.schedule_message_docs
     def post(self, request: Request) -> Response:
@@ -74,19 +75,19 @@ class MessageCollectionView(ApiView):
             max_attempts=data.get("maxAttempts"),
             timeout_seconds=data.get("timeoutSeconds"),
         )
-        return Response({"status": "scheduled", "messageId": message.message_id})
+        return Response(ScheduledSerializer(message).data)
 
 
 class MessageDetailView(ApiView):
     @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
         message = scheduling.find_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
-        return Response(message_detail(message))
+        return Response(MessageDetailSerializer(message).data)
 
     @schema.cancel_message_docs
     def delete(self, request: Request, message_id: str) -> Response:
         scheduling.cancel_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
-        return Response({"status": "deleted", "messageId": message_id})
+        return Response(DeletedSerializer(message_id).data)
 
 
 class MessageRetryView(ApiView):
@@ -99,7 +100,7 @@ class MessageRetryView(ApiView):
             message_id=_valid_path_id(message_id),
             schedule_to=serializer.validated_data.get("scheduleTo"),
         )
-        return Response({"status": message.status, "messageId": message.message_id})
+        return Response(ScheduledSerializer(message).data)
 
 
 class MetricsView(ApiView):
@@ -117,7 +118,7 @@ class HealthView(ApiView):
     @schema.health_docs
     def get(self, request: Request) -> Response:
         report = health.current_health()
-        return Response(report.as_dict(), status=200 if report.is_healthy else 503)
+        return Response(HealthSerializer(report).data, status=200 if report.is_healthy else 503)
 
 
 # Reads nothing, no database, no Redis (no throttle either): that the process answers is all it says.
@@ -128,7 +129,7 @@ class LivenessView(ApiView):
 
     @schema.liveness_docs
     def get(self, request: Request) -> Response:
-        return Response({"status": "alive"})
+        return Response(LivenessSerializer({"status": "alive"}).data)
 
 
 class ReadinessView(ApiView):
@@ -139,4 +140,4 @@ class ReadinessView(ApiView):
     @schema.readiness_docs
     def get(self, request: Request) -> Response:
         report = health.check_readiness()
-        return Response(report.as_dict(), status=200 if report.is_ready else 503)
+        return Response(ReadinessSerializer(report).data, status=200 if report.is_ready else 503)
