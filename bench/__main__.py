@@ -21,13 +21,15 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from bench import scenarios
 from bench.receiver import ReceiverClient
 from bench.report import markdown_table
 from bench.scenarios import Bench, log
-from bench.service import ROOT, PostgresDatabase, Service, SQLiteDatabase, free_port, wait_until
+from bench.service import ROOT, Database, PostgresDatabase, Service, SQLiteDatabase, free_port, wait_until
 
 # The live stages share one long-lived service; pending and large-payloads start their own.
 LIVE_STAGES = ("create", "burst", "slow", "steady")
@@ -103,24 +105,24 @@ def quiesce(service: Service, *, timeout: float = 60) -> None:
             return
 
 
-def live_scenarios(args: argparse.Namespace, bench: Bench):
+def live_scenarios(args: argparse.Namespace, bench: Bench) -> Iterator[tuple[str, Callable[[], dict[str, object]]]]:
     """(name, callable) for every scenario that runs against the one long-lived service."""
     if "create" in args.stages:
         yield "create", lambda: scenarios.create(bench, n=args.create_n)
     if "burst" in args.stages:
         for spec in args.burst.split(","):
             size, feed = split_feed(spec)
-            yield f"burst{size}", lambda n=int(size), feed=feed: scenarios.burst(bench, n=n, feed=feed)
+            yield f"burst{size}", partial(scenarios.burst, bench, n=int(size), feed=feed)
     if "slow" in args.stages:
         yield "slow", lambda: scenarios.burst(bench, n=args.slow_n, delay=args.slow_delay, name="slow")
     if "steady" in args.stages:
         for spec in args.steady.split(","):
             shape, feed = split_feed(spec)
             rate, duration = (int(x) for x in shape.split("x"))
-            yield f"steady_{shape}", lambda r=rate, d=duration, f=feed: scenarios.steady(bench, rate=r, duration=d, feed=f)
+            yield f"steady_{shape}", partial(scenarios.steady, bench, rate=rate, duration=duration, feed=feed)
 
 
-def large_payloads_case(args: argparse.Namespace, make_database, run_dir: Path, client: ReceiverClient,
+def large_payloads_case(args: argparse.Namespace, make_database: Callable[[], Database], run_dir: Path, client: ReceiverClient,
                         kind: str) -> dict:
     """Issue 10: one case on a service of its own, so that no case's heap becomes the next one's
     baseline. Both worker processes deliver a few small messages before the case, so that the
@@ -163,7 +165,7 @@ def main() -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
 
-    def make_database():
+    def make_database() -> Database:
         return PostgresDatabase(args.postgres) if args.postgres else SQLiteDatabase(run_dir / "bench.sqlite3")
 
     results: list[dict] = []

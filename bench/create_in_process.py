@@ -17,11 +17,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.service import ROOT
 
 TOKEN = "bench-token-" + "x" * 20
+
+
+def _write(data: bytes) -> None:
+    """The write() that WSGI's start_response returns: Django never calls it."""
 
 
 def main() -> None:
@@ -50,7 +55,12 @@ def main() -> None:
             "HTTP_AUTHORIZATION": f"Bearer {TOKEN}", "REMOTE_ADDR": "127.0.0.1",
         }
         statuses: list[str] = []
-        response = application(environ, lambda status, headers: statuses.append(status))
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Callable[[bytes], object]:
+            statuses.append(status)
+            return _write
+
+        response = application(environ, start_response)
         b"".join(response)
         response.close()  # request_finished, as a server would send it
         if not statuses[0].startswith("200"):

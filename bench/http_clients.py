@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
@@ -59,7 +60,7 @@ def with_aiohttp(url: str, n: int, concurrency: int) -> None:
     asyncio.run(main())
 
 
-def measure(name: str, send, url: str, n: int, concurrency: int) -> None:
+def measure(name: str, send: Callable[[str, int, int], None], url: str, n: int, concurrency: int) -> None:
     cpu, wall = time.process_time(), time.perf_counter()
     send(url, n, concurrency)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

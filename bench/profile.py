@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 OUR_CODE = ("messages/", "scheduler_project/", "celeryconfig")
@@ -79,7 +80,9 @@ def summarize(raw_file: Path, top: int = 20) -> str:
     if not total:
         return f"{raw_file}: no samples\n"
 
-    def block(title: str, counter: Counter[str], keep=lambda frame: True) -> list[str]:
+    def block(
+        title: str, counter: Counter[str], keep: Callable[[str], bool] = lambda frame: True
+    ) -> list[str]:
         rows = [f"{title}", *(
             f"  {100 * n / total:5.1f}%  {frame}" for frame, n in counter.most_common() if keep(frame)
         )]

@@ -15,11 +15,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bench.load import Request, percentile, run_requests
 from bench.profile import PySpy, summarize
@@ -52,7 +53,7 @@ class Bench:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.service.token}", "Content-Type": "application/json"}
 
-    def profiled(self, name: str, process: str):
+    def profiled(self, name: str, process: str) -> AbstractContextManager[None]:
         """py-spy on one of the service's processes and its children (the web server's workers, a
         prefork pool) while the block runs, when --profile is on. The worker is sampled only
         while holding the GIL: its threads mostly wait, and the GIL is what one process shares."""
@@ -152,8 +153,10 @@ def _feed(bench: Bench, due: dict[str, float], *, feed: str, url: str, send_at: 
         headers=bench.headers, send_at=None if send_at is None else [send_at[i] for i in ids],
     )
     summary = result.summary()
-    if summary["req_per_s"]:
-        bench.horizon_create_rate = float(summary["req_per_s"])
+    req_per_s = summary["req_per_s"]
+    if req_per_s:
+        assert isinstance(req_per_s, int | float)
+        bench.horizon_create_rate = float(req_per_s)
     return {
         "feed": "api",
         "create_req_per_s": summary["req_per_s"],
@@ -212,6 +215,7 @@ def burst(bench: Bench, *, n: int, feed: str = "api", delay: float = 0.0, name: 
         _wait_for_arrivals(bench, n, until=instant + bench.drain_timeout)
     result = _arrivals(bench, due)
     first = result.pop("_first")
+    assert isinstance(first, dict)
     last = max(first.values(), default=None)
     line = {"scenario": name, **result, **fed, **_cpu_per_message(feed_cpu, cpu, n),
             "waited_until_s_after_instant": bench.drain_timeout}
@@ -348,9 +352,9 @@ def _samples(service: Service, name: str, count: int = 3) -> list[int]:
     return samples
 
 
-def pending(make_database, run_dir: Path, *, n: int, settle: float) -> list[dict[str, object]]:
+def pending(make_database: Callable[[], Database], run_dir: Path, *, n: int, settle: float) -> list[dict[str, object]]:
     """The service started empty, then with `n` far-future messages loaded into the database."""
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for label, count in (("empty", 0), ("pending", n)):
         database = make_database()
         database.create()
@@ -441,7 +445,7 @@ class CreateRequests(Sequence):
     def payload_for(self, message_id: str) -> bytes:
         return self.payload if self.payload is not None else compact_json({"bench": message_id})
 
-    def __getitem__(self, index: int) -> Request:  # type: ignore[override] - ints only, as run_requests asks
+    def __getitem__(self, index: int) -> Request:  # type: ignore[override]  # ints only, as run_requests asks
         message_id = self.ids[index]
         envelope = compact_json({"id": message_id, "scheduleTo": self.schedule_to, "webhookUrl": self.url})
         return ("POST", "/messages", envelope[:-1] + b',"payload":' + self.payload_for(message_id) + b"}")
@@ -464,6 +468,9 @@ def _proc_memory(pid: int) -> tuple[int, int | None]:
     return fields["Rss"], fields.get("Pss")
 
 
+MemorySample = tuple[float, int, int | None]  # (time.time(), RSS, PSS or None), bytes
+
+
 class ProcMemorySampler:
     """RSS and PSS summed over the worker processes, read from /proc every `interval` seconds in
     a thread: (time.time(), rss, pss) per sample, pss None when smaps_rollup was unreadable."""
@@ -471,7 +478,7 @@ class ProcMemorySampler:
     def __init__(self, service: Service, name: str = "worker", interval: float = 0.05) -> None:
         self.pids = [process.pid for process in service.process_trees(name)]
         self.interval = interval
-        self.samples: list[tuple[float, int, int | None]] = []
+        self.samples: list[MemorySample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -494,7 +501,14 @@ class ProcMemorySampler:
         self._thread.join(timeout=10)
 
 
-def _memory_summary(samples: list[tuple[float, int, int | None]], *, burst_from: float, after_from: float,
+def _measured(sample: MemorySample, column: int) -> float:
+    """The sample's RSS (1) or PSS (2); only for a column with no None in it."""
+    value = sample[column]
+    assert value is not None
+    return value
+
+
+def _memory_summary(samples: list[MemorySample], *, burst_from: float, after_from: float,
                     instant: float) -> dict[str, object]:
     """Baseline (median before the burst), peak during it, and what was left after it, in MB."""
     before = [s for s in samples if s[0] < burst_from]
@@ -504,12 +518,12 @@ def _memory_summary(samples: list[tuple[float, int, int | None]], *, burst_from:
     for column, key in ((1, "rss"), (2, "pss")):
         if any(s[column] is None for s in samples):
             continue
-        baseline = statistics.median(s[column] for s in before) if before else None
-        peak = max(during, key=lambda s: s[column])
+        baseline = statistics.median(_measured(s, column) for s in before) if before else None
+        peak = max(during, key=lambda s: _measured(s, column))
         line[f"worker_{key}_mb_baseline"] = None if baseline is None else round(baseline / MB, 1)
-        line[f"worker_{key}_mb_peak"] = round(peak[column] / MB, 1)
-        line[f"worker_{key}_mb_peak_delta"] = None if baseline is None else round((peak[column] - baseline) / MB, 1)
-        line[f"worker_{key}_mb_after"] = round(statistics.median(s[column] for s in after) / MB, 1)
+        line[f"worker_{key}_mb_peak"] = round(_measured(peak, column) / MB, 1)
+        line[f"worker_{key}_mb_peak_delta"] = None if baseline is None else round((_measured(peak, column) - baseline) / MB, 1)
+        line[f"worker_{key}_mb_after"] = round(statistics.median(_measured(s, column) for s in after) / MB, 1)
         line[f"worker_{key}_peak_at_s_after_instant"] = round(peak[0] - instant, 2)
     gaps = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False)]
     line["memory_samples"] = len(samples)
@@ -534,7 +548,9 @@ def large_payloads(bench: Bench, *, kind: str, n: int = 200, size: int = PAYLOAD
     probe = CreateRequests([f"{tag}-probe-{i}" for i in range(bench.clients)], FAR_FUTURE, url, payload)
     probed = run_requests(port=bench.service.port, requests=probe, clients=bench.clients,
                           headers=bench.headers).summary()
-    rate = float(probed["req_per_s"] or 1.0)
+    probed_rate = probed["req_per_s"]
+    assert probed_rate is None or isinstance(probed_rate, int | float)
+    rate = float(probed_rate or 1.0)
     # 1.6: at 1 MiB, n creates in a row ran at as little as 0.7 of the probe's rate.
     lead = min(5.0 + 1.6 * n / rate, 240.0)
     bench.receiver.reset()
@@ -553,6 +569,7 @@ def large_payloads(bench: Bench, *, kind: str, n: int = 200, size: int = PAYLOAD
     stopped = time.time()
     result = _arrivals(bench, due)
     first = result.pop("_first")
+    assert isinstance(first, dict)
     last = max(first.values(), default=None)
     expected_bytes = sum(len(requests.payload_for(message_id)) for message_id in requests.ids)
     received_bytes = bench.receiver.stats()["body_bytes"]

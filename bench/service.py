@@ -17,10 +17,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -28,6 +29,9 @@ import requests
 
 from scheduler_project.embedded_redis import redis_answers, redis_server_command
 from scheduler_project.procfile import BEAT_SCHEDULE_FILE, procfile_processes
+
+if TYPE_CHECKING:
+    import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +45,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(condition, *, timeout: float, interval: float = 0.05, what: str) -> float:
+def wait_until(condition: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str) -> float:
     """Polls until `condition()` is true; returns the seconds it took."""
     started = time.monotonic()
     while not condition():
@@ -118,7 +122,7 @@ class PostgresDatabase:
         parts = urlsplit(admin_url)
         self.url = urlunsplit(parts._replace(path=f"/{name}"))
 
-    def _admin(self):
+    def _admin(self) -> psycopg.Connection[tuple[Any, ...]]:
         import psycopg
 
         return psycopg.connect(self.admin_url, autocommit=True)
@@ -243,7 +247,7 @@ class Service:
         """"worker" is every worker process (worker.1, worker.2, …); other names are one process."""
         return [process for key, process in self.processes.items() if key.split(".")[0] == name]
 
-    def _log(self, name: str):
+    def _log(self, name: str) -> BinaryIO:
         return open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
 
     def log_tail(self, name: str, lines: int = 30) -> str:
@@ -266,7 +270,7 @@ class Service:
     def wait_ready(self, timeout: float = 120) -> float:
         return wait_until(self.is_ready, timeout=timeout, what="the service to answer /health and /messages")
 
-    def get(self, path: str, **kwargs) -> requests.Response:
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self._session.get(f"{self.base_url}{path}", timeout=60, **kwargs)
 
     def pid(self, name: str) -> int:

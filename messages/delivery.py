@@ -28,7 +28,7 @@ from messages import message_states, metrics
 from messages.clock import database_now
 from messages.models import DeliveryAttempt, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
-from messages.retry_policy import Outcome, RetryDecision, decide_after_attempt
+from messages.retry_policy import RetryDecision, Verdict, decide_after_attempt
 from messages.webhook_client import WebhookCall, WebhookResult, duration_ms
 
 logger = logging.getLogger(__name__)
@@ -183,9 +183,9 @@ def record_attempts(
         else:
             logger.warning("message %s: its attempt was not recorded (claim lost or database away)",
                            outcome.message.message_id)
-    metrics.record_attempts_in_background(
+    metrics.count_attempts_in_background(
         metrics.AttemptSample(
-            outcome=outcome.decision.outcome.value,
+            verdict=outcome.decision.verdict.value,
             result_class=_result_class(outcome.result),
             duration_seconds=outcome.result.duration_ms / 1000,
             lateness_seconds=_first_attempt_lateness(outcome),
@@ -301,7 +301,7 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
             if not pks:
                 continue
             decision = first.decision
-            retry_at = decision.retry_at if decision.outcome is Outcome.RETRY else None
+            retry_at = decision.retry_at if decision.verdict is Verdict.RETRY else None
             queue_now = retry_at is not None and is_imminent(retry_at, now=now)
             message_states.record_outcome(
                 pks, status_code=first.result.status_code, error=first.result.error, retry_at=retry_at,
@@ -331,10 +331,10 @@ def _alike_outcomes(outcomes: Sequence[AttemptOutcome]) -> list[list[AttemptOutc
     """Groups that can share one UPDATE: same final state and result; each retry alone (its own time)."""
     alike: dict[tuple[object, ...], list[AttemptOutcome]] = {}
     for outcome in outcomes:
-        if outcome.decision.outcome is Outcome.RETRY:
+        if outcome.decision.verdict is Verdict.RETRY:
             key: tuple[object, ...] = ("retry", outcome.message.pk)
         else:
-            key = (outcome.decision.outcome, outcome.result.status_code, outcome.result.error, outcome.claimed_before)
+            key = (outcome.decision.verdict, outcome.result.status_code, outcome.result.error, outcome.claimed_before)
         alike.setdefault(key, []).append(outcome)
     return list(alike.values())
 
@@ -345,22 +345,22 @@ def _result_class(result: WebhookResult) -> str:
 
 def _finished_status(decision: RetryDecision) -> str | None:
     """The status an attempt ends the message in; None while it is retried."""
-    if decision.outcome is Outcome.RETRY:
+    if decision.verdict is Verdict.RETRY:
         return None
-    return MessageStatus.DELIVERED if decision.outcome is Outcome.DELIVERED else MessageStatus.FAILED
+    return MessageStatus.DELIVERED if decision.verdict is Verdict.DELIVERED else MessageStatus.FAILED
 
 
 def _log_attempt(outcome: AttemptOutcome) -> None:
     message, result, decision, number = outcome.message, outcome.result, outcome.decision, outcome.number
-    if decision.outcome is Outcome.DELIVERED:
-        logger.info("message %s delivered (%s, attempt %d)", message.message_id, result.outcome, number)
-    elif decision.outcome is Outcome.RETRY:
+    if decision.verdict is Verdict.DELIVERED:
+        logger.info("message %s delivered (%s, attempt %d)", message.message_id, result.summary, number)
+    elif decision.verdict is Verdict.RETRY:
         retry_at = decision.retry_at.isoformat() if decision.retry_at is not None else "an unknown time"
         logger.warning(
-            "message %s attempt %d failed (%s), retry at %s", message.message_id, number, result.outcome, retry_at,
+            "message %s attempt %d failed (%s), retry at %s", message.message_id, number, result.summary, retry_at,
         )
     else:
-        logger.error("message %s failed for good after attempt %d (%s)", message.message_id, number, result.outcome)
+        logger.error("message %s failed for good after attempt %d (%s)", message.message_id, number, result.summary)
 
 
 def recover_stale_claims(*, now: datetime) -> int:

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from messages import broker, message_states
+from messages import message_states, redis_keys
 from messages.clock import database_clock_skew_seconds
 from messages.delivery import recover_stale_claims
 from messages.models import WAITING_STATUSES, Message
@@ -38,17 +38,17 @@ def dispatch_due_messages(*, now: datetime | None = None) -> int:
     if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
         # Etas run on this worker's clock: a worker that is ahead delivers early.
         logger.warning("this worker's clock is %.3f s off the database's: fix NTP on this host", skew)
-    with broker.dispatch_lock(ttl_seconds=dispatch_lock_ttl_seconds()) as acquired:
+    with redis_keys.dispatch_lock(ttl_seconds=dispatch_lock_ttl_seconds()) as acquired:
         if not acquired:
             return 0  # the holder's run writes the heartbeat
-        if broker.broker_lost_its_data():
+        if redis_keys.broker_lost_its_data():
             forgotten = forget_enqueued_tasks()
             if forgotten:
                 logger.warning("broker lost its data: %d queued messages will be enqueued again", forgotten)
         recover_stale_claims(now=now or timezone.now())
         enqueued = enqueue_horizon(now=now or timezone.now())
     # Only after a run that went through: /health's "running" means messages are moving.
-    broker.record_heartbeat(clock_skew_seconds=skew)
+    redis_keys.record_heartbeat(clock_skew_seconds=skew)
     return enqueued
 
 

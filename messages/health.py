@@ -13,7 +13,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from messages import broker
+from messages import redis_keys
 from messages.delivery import stuck_claims
 from messages.listing import EXACT_COUNT_UP_TO
 from messages.models import Message
@@ -21,9 +21,9 @@ from messages.row_counts import count_rows
 
 logger = logging.getLogger(__name__)
 
-REPORT_KEY = broker.KEY_PREFIX + "health-report"
+REPORT_KEY = redis_keys.KEY_PREFIX + "health-report"
 # Held by the one process that checks while the others wait for its report.
-REPORT_LOCK_KEY = broker.KEY_PREFIX + "health-report-lock"
+REPORT_LOCK_KEY = redis_keys.KEY_PREFIX + "health-report-lock"
 # A check takes milliseconds; one that takes longer (a database or Redis slow to answer) lets
 # each waiting request check by itself after this, as every request did before the cache.
 REPORT_WAIT_SECONDS = 1.0
@@ -63,8 +63,8 @@ def check_health() -> HealthReport:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        # Exact up to GET /messages' bound (SQLite always: 15-20 ms at a million, via the
-        # due_at index, once per HEALTH_CACHE_SECONDS); past it PostgreSQL's planner estimate.
+        # Exact up to GET /messages' bound (SQLite always, through the due_at index, once per
+        # HEALTH_CACHE_SECONDS); past it PostgreSQL's planner estimate.
         report.scheduled_jobs = count_rows(Message.objects.pending(), exact_up_to=EXACT_COUNT_UP_TO).value
         # Few rows (messages in flight), read through the status index.
         report.stuck_messages = len(stuck_claims())
@@ -73,10 +73,10 @@ def check_health() -> HealthReport:
     except DatabaseError as error:
         _database_down(report, error, checking="health")
     try:
-        broker.redis_client().ping()
-        if scheduler_is_alive(broker.seconds_since_heartbeat()):
+        redis_keys.redis_client().ping()
+        if scheduler_is_alive(redis_keys.seconds_since_heartbeat()):
             report.scheduler = "running"
-            skew = broker.last_worker_clock_skew()
+            skew = redis_keys.last_worker_clock_skew()
             report.worker_clock_skew_ms = None if skew is None else round(skew * 1000, 1)
         else:
             report.failing.append("scheduler")
@@ -108,7 +108,7 @@ def current_health() -> HealthReport:
 def forget_reports() -> None:
     """The next /health checks afresh (tests; an operator who wants to see a change at once)."""
     _this_process.keep(None, 0.0)
-    broker.redis_client().delete(REPORT_KEY)
+    redis_keys.redis_client().delete(REPORT_KEY)
 
 
 class _ProcessCopy:
@@ -131,7 +131,7 @@ _this_process = _ProcessCopy()
 
 def _shared_report(max_age: float) -> tuple[HealthReport, float]:
     """The report in Redis and its seconds left, checked and stored when there is none."""
-    client = broker.redis_client()
+    client = redis_keys.redis_client()
     shared = _read_shared(client)
     if shared is not None:
         return shared
@@ -195,7 +195,7 @@ def check_readiness() -> ReadinessReport:
     except DatabaseError as error:
         _database_down(report, error, checking="readiness")
     try:
-        broker.redis_client().ping()
+        redis_keys.redis_client().ping()
     except (redis.RedisError, OSError) as error:
         _redis_down(report, error, checking="readiness")
     return report

@@ -20,12 +20,12 @@ from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from messages import broker
+from messages import redis_keys
 from messages.models import Message, MessageStatus
 
 logger = logging.getLogger(__name__)
 
-KEY = broker.KEY_PREFIX + "metrics:{name}"
+KEY = redis_keys.KEY_PREFIX + "metrics:{name}"
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -37,19 +37,19 @@ def _bucket_label(value: float, buckets: tuple[float, ...]) -> str:
 
 @dataclass(frozen=True)
 class AttemptSample:
-    outcome: str
+    verdict: str
     result_class: str
     duration_seconds: float
     lateness_seconds: float | None
 
 
-def record_attempts(samples: Iterable[AttemptSample]) -> None:
+def count_attempts(samples: Iterable[AttemptSample]) -> None:
     """Adds a whole group up first: a few commands in one round trip, however many messages.
     Best effort: a metrics write never fails a delivery."""
     increments: Counter[tuple[str, str]] = Counter()
     sums: defaultdict[str, float] = defaultdict(float)
     for sample in samples:
-        increments[("attempts", f"{sample.outcome}|{sample.result_class}")] += 1
+        increments[("attempts", f"{sample.verdict}|{sample.result_class}")] += 1
         increments[("attempt_duration", _bucket_label(sample.duration_seconds, DURATION_BUCKETS))] += 1
         sums["attempt_duration"] += sample.duration_seconds
         if sample.lateness_seconds is not None:
@@ -59,7 +59,7 @@ def record_attempts(samples: Iterable[AttemptSample]) -> None:
     if not increments:
         return
     try:
-        pipe = broker.redis_client().pipeline(transaction=False)
+        pipe = redis_keys.redis_client().pipeline(transaction=False)
         for (name, field), count in increments.items():
             pipe.hincrby(KEY.format(name=name), field, count)
         for name, total in sums.items():
@@ -70,13 +70,13 @@ def record_attempts(samples: Iterable[AttemptSample]) -> None:
 
 
 # Batches of samples waiting for the writer thread; past this many, new ones are dropped.
-PENDING_BATCHES = 1000
-_pending: queue.Queue[list[AttemptSample]] = queue.Queue(maxsize=PENDING_BATCHES)
+MAX_QUEUED_BATCHES = 1000
+_queued_batches: queue.Queue[list[AttemptSample]] = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
 _writer_lock = threading.Lock()
 _writer: threading.Thread | None = None
 
 
-def record_attempts_in_background(samples: Iterable[AttemptSample]) -> None:
+def count_attempts_in_background(samples: Iterable[AttemptSample]) -> None:
     """For the delivery path: a Redis that is slow or gone (connect and read time out after
     seconds) must never hold up the recording of deliveries. Dropped, and said so, when the
     writer falls behind: these are counters, the database has the attempts."""
@@ -85,7 +85,7 @@ def record_attempts_in_background(samples: Iterable[AttemptSample]) -> None:
         return
     _start_writer()
     try:
-        _pending.put_nowait(batch)
+        _queued_batches.put_nowait(batch)
     except queue.Full:
         logger.warning("metrics for %d attempts dropped: Redis is not keeping up", len(batch))
 
@@ -100,9 +100,9 @@ def _start_writer() -> None:
 
 def _write_forever() -> None:
     while True:
-        batch = _pending.get()
+        batch = _queued_batches.get()
         try:
-            record_attempts(batch)
+            count_attempts(batch)
         except Exception:
             logger.exception("metrics not recorded")
 
@@ -121,13 +121,13 @@ class SchedulerCollector(Collector):
         return family
 
     def _read_counters(self) -> list[Metric]:
-        client = broker.redis_client()
+        client = redis_keys.redis_client()
         attempts = CounterMetricFamily(
             "scheduler_delivery_attempts", "Webhook calls by what followed (delivered, retry, failed) and result.",
             labels=["outcome", "result"],
         )
         for field, count in client.hgetall(KEY.format(name="attempts")).items():
-            outcome, _, result_class = broker.as_text(field).partition("|")
+            outcome, _, result_class = redis_keys.as_text(field).partition("|")
             attempts.add_metric([outcome, result_class], int(count))
         return [
             attempts,
@@ -139,7 +139,7 @@ class SchedulerCollector(Collector):
 
     def _histogram(self, client: redis.Redis, name: str, buckets: tuple[float, ...], metric: str,
                    documentation: str) -> HistogramMetricFamily:
-        raw = {broker.as_text(key): value for key, value in client.hgetall(KEY.format(name=name)).items()}
+        raw = {redis_keys.as_text(key): value for key, value in client.hgetall(KEY.format(name=name)).items()}
         cumulative, total = [], 0
         for bound in (*map(repr, buckets), "+Inf"):
             total += int(raw.get(bound, 0))

@@ -74,8 +74,8 @@ class MessageQuerySet(models.QuerySet["Message"]):
         """Messages whose task waits in the broker. enqueued_at is only ever set while a message
         waits (scheduled or retrying): a claim, a final outcome or a retry later than the
         horizon clears it. So no status test here: with one, SQLite (which keeps no statistics
-        unless asked) reads the status index instead, 350 ms per tick at 1,000,000 pending
-        against under a millisecond from the partial index on enqueued_at."""
+        unless asked) reads the whole status index instead of the small partial index on
+        enqueued_at, on every beat tick (docs/benchmarks.md)."""
         return self.filter(enqueued_at__isnull=False)
 
     def waiting_until(self, moment: datetime) -> MessageQuerySet:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
-from messages import broker, message_states
+from messages import message_states, redis_keys
 from messages.models import Message
 from messages.task_names import DELIVER_TASK
 from scheduler_project.celery import app as celery_app
@@ -44,7 +44,7 @@ def enqueue_group(
     if len(message_pks) == 1:
         # Revoking a shared task would stop its other messages: only lone tasks are revocable.
         ttl = int(settings.SCHEDULER_HORIZON_SECONDS + settings.SCHEDULER_RECOVERY_SECONDS) + 60
-        broker.remember_task_id(message_pks[0], task_id, ttl_seconds=ttl)
+        redis_keys.remember_task_id(message_pks[0], task_id, ttl_seconds=ttl)
 
 
 def enqueue_after_commit(
@@ -58,7 +58,7 @@ def enqueue_after_commit(
     def enqueue() -> None:
         try:
             enqueue_group([message.pk], eta=due_at, payload_bytes=message.payload_bytes)
-        except (BrokerError, *broker.REDIS_ERRORS) as error:
+        except (BrokerError, *redis_keys.REDIS_ERRORS) as error:
             # kombu wraps redis-py's errors in its own (tests/test_redis_faults_after_commit.py);
             # redis-py's are named too, should one get through. The row says "enqueued": clear
             # that so the next dispatch run sends it.

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from messages import broker
+from messages import redis_keys
 
 # (requests, window seconds), as settings._rate_limit_from_env reads "600/min" or "10/15min".
 Rate = tuple[int, float]
 
-COUNTER_KEY = broker.KEY_PREFIX + "rate:{identity}:{window}"
+COUNTER_KEY = redis_keys.KEY_PREFIX + "rate:{identity}:{window}"
 # Retry-After of a refusal because Redis does not answer: a Redis restart takes about this long.
 REDIS_ERROR_RETRY_AFTER_SECONDS = 5
 # After a Redis error this process counts nothing in Redis for a while: even the limiters' own
@@ -99,7 +99,7 @@ def count_request(identity: str, rate: Rate, *, now: float | None = None) -> Win
     key = COUNTER_KEY.format(identity=identity, window=window)
     _redis_pause.check()
     try:
-        pipe = broker.limiter_redis_client().pipeline(transaction=False)
+        pipe = redis_keys.limiter_redis_client().pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, int(rate[1]) + 1)
         count = pipe.execute()[0]
@@ -114,7 +114,7 @@ def current_count(identity: str, rate: Rate, *, now: float | None = None) -> Win
     window, seconds_left = _window(rate, now)
     _redis_pause.check()
     try:
-        value = broker.limiter_redis_client().get(COUNTER_KEY.format(identity=identity, window=window))
+        value = redis_keys.limiter_redis_client().get(COUNTER_KEY.format(identity=identity, window=window))
     except (redis.RedisError, OSError) as error:
         raise _redis_pause.start(error) from error
     _redis_pause.succeeded()

@@ -23,7 +23,7 @@ JITTER = 0.2
 logger = logging.getLogger(__name__)
 
 
-class Outcome(Enum):
+class Verdict(Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     FAILED = "failed"
@@ -31,7 +31,7 @@ class Outcome(Enum):
 
 @dataclass(frozen=True)
 class RetryDecision:
-    outcome: Outcome
+    verdict: Verdict
     retry_at: datetime | None = None
 
 
@@ -52,15 +52,15 @@ def decide_after_attempt(
     rng: random.Random | None = None,
 ) -> RetryDecision:
     if result.is_success:
-        return RetryDecision(Outcome.DELIVERED)
+        return RetryDecision(Verdict.DELIVERED)
     if not is_retryable(result) or attempt_number >= max_attempts or not retry_schedule:
-        return RetryDecision(Outcome.FAILED)
+        return RetryDecision(Verdict.FAILED)
     step = retry_schedule[min(attempt_number, len(retry_schedule)) - 1]
     delay = step * (rng or random).uniform(1 - JITTER, 1 + JITTER)
     server_delay = _retry_after_seconds(result, now=now)
     if server_delay is not None and server_delay > delay:
         delay = min(server_delay, max(retry_schedule))
-    return RetryDecision(Outcome.RETRY, retry_at=now + timedelta(seconds=delay))
+    return RetryDecision(Verdict.RETRY, retry_at=now + timedelta(seconds=delay))
 
 
 def _retry_after_seconds(result: WebhookResult, *, now: datetime) -> float | None:

@@ -19,7 +19,7 @@ class RowCount:
 def count_rows(queryset: QuerySet, *, exact_up_to: int) -> RowCount:
     """Exact while the planner expects at most `exact_up_to` rows; past that, its estimate.
 
-    An exact COUNT(*) on PostgreSQL reads every matching row (157-198 ms at a million). The
+    An exact COUNT(*) on PostgreSQL reads every matching row (docs/benchmarks.md: its cost). The
     estimate costs an EXPLAIN; it is as fresh as the last ANALYZE (autovacuum runs one after
     10% of the table changed). Where there is no planner estimate (SQLite), always exact.
     """

@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from messages import broker, message_states
+from messages import message_states, redis_keys
 from messages.confidential import seal_headers
 from messages.models import WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
@@ -90,7 +90,7 @@ def cancel_message(*, owner_id: int, message_id: str) -> None:
         message = _locked_message(owner_id, message_id)
         pk = message.pk
         message_states.cancel(message)
-    broker.revoke_task_of(pk)
+    redis_keys.revoke_task_of(pk)
 
 
 def retry_message(

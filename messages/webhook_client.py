@@ -1,9 +1,8 @@
 """The one place webhooks are called: timeout, no redirects, our headers, a small result.
 
-Calls run on one asyncio loop per process, in a thread of its own, with aiohttp. Measured on
-5,000 calls to a loopback receiver (`docs/benchmarks.md`), requests on 200 threads cost
-1.1–1.4 ms of CPU per call, mostly in contention for the GIL; aiohttp on one loop costs
-0.2 ms, so one worker process can keep hundreds of calls in flight for little CPU.
+Calls run on one asyncio loop per process, in a thread of its own, with aiohttp: many calls in
+flight on threads cost several times the CPU per call, mostly in contention for the GIL
+(docs/benchmarks.md), so one worker process can keep hundreds of calls in flight cheaply.
 """
 
 from __future__ import annotations
@@ -75,7 +74,7 @@ class WebhookResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
     @property
-    def outcome(self) -> str:
+    def summary(self) -> str:
         return f"HTTP {self.status_code}" if self.status_code is not None else self.error
 
 

@@ -2,8 +2,8 @@
 both: `python -m scheduler_project.web_server`.
 
 granian rather than gunicorn, by measurement (docs/benchmarks.md): its HTTP handling is Rust and
-it keeps connections alive, so a POST /messages costs 1.8 ms of the web's CPU instead of 2.9–3.2 ms
-under gunicorn's sync workers, and the client's own cost per request falls too.
+it keeps connections alive, so a POST /messages costs the web less CPU than under gunicorn's sync
+workers, and the client's own cost per request falls too.
 """
 
 import os

@@ -74,8 +74,8 @@ def main() -> int:
         port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         (ROOT / "var" / "redis").mkdir(parents=True, exist_ok=True)
-        command = redis_server_command(port=port, directory=str(ROOT / "var" / "redis"))
-        manager.add_process("redis", shlex.join(command), env=env, cwd=str(ROOT))
+        redis_command = redis_server_command(port=port, directory=str(ROOT / "var" / "redis"))
+        manager.add_process("redis", shlex.join(redis_command), env=env, cwd=str(ROOT))
         print(f"No Redis answered at {settings.REDIS_URL}: starting one of its own on 127.0.0.1:{port}")
     for name, (command, extra_env) in procfile_processes().items():
         manager.add_process(name, command, env={**env, **extra_env}, cwd=str(ROOT))

@@ -55,11 +55,11 @@ def redis_down(monkeypatch: pytest.MonkeyPatch) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from messages import broker
+    from messages import redis_keys
 
     closed = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    monkeypatch.setattr(broker, "redis_client", lambda: closed)
-    monkeypatch.setattr(broker, "limiter_redis_client", lambda: closed)
+    monkeypatch.setattr(redis_keys, "redis_client", lambda: closed)
+    monkeypatch.setattr(redis_keys, "limiter_redis_client", lambda: closed)
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,22 @@ from django.utils import timezone
 
 from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 
-_NOW = object()
+
+class _Now:
+    """The type of make_message's default due_at: the moment of the call."""
+
+
+_NOW = _Now()
 
 
 def make_message(
-    *, message_id: str = "msg-1", due_at: datetime | None | object = _NOW, status: str = MessageStatus.SCHEDULED,
+    *, message_id: str = "msg-1", due_at: datetime | None | _Now = _NOW, status: str = MessageStatus.SCHEDULED,
     webhook_url: str = "http://127.0.0.1:9/unused", **fields: Any,
 ) -> Message:
-    due_at = timezone.now() if due_at is _NOW else due_at
+    due_at = timezone.now() if isinstance(due_at, _Now) else due_at
     fields = {**consistent_state(status), **fields}
-    return Message.objects.create(
+    # payload= is a Message property, which Model.__init__ sets; the django-stubs plugin knows only fields.
+    return Message.objects.create(  # type: ignore[misc]
         owner_id=fields.pop("owner_id", API_TOKEN_KEY_ID),
         message_id=message_id,
         status=status,

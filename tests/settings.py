@@ -6,6 +6,7 @@ paths (eta, beat, recovery, retries) run within a test's patience.
 
 import os
 import tempfile
+from pathlib import Path
 
 from tests.support.ports import free_port
 
@@ -51,5 +52,5 @@ STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.Static
 # No collectstatic in tests: whitenoise serves the apps' static files (Swagger UI's) directly.
 WHITENOISE_USE_FINDERS = True
 # whitenoise warns on every request when the static root does not exist yet.
-STATIC_ROOT = f"{_run_dir}/static"
+STATIC_ROOT = Path(_run_dir) / "static"  # a Path, as in scheduler_project/settings.py
 os.makedirs(STATIC_ROOT, exist_ok=True)

@@ -18,7 +18,7 @@ from django.core.checks import run_checks
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from messages import address_limits, broker, rate_windows
+from messages import address_limits, rate_windows, redis_keys
 from messages.api_keys import create_api_key
 
 pytestmark = pytest.mark.django_db
@@ -44,11 +44,11 @@ def hung_redis(settings) -> Iterator[None]:
     thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
     thread.start()
     settings.REDIS_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    broker.redis_client.cache_clear()
-    broker.limiter_redis_client.cache_clear()
+    redis_keys.redis_client.cache_clear()
+    redis_keys.limiter_redis_client.cache_clear()
     yield
-    broker.redis_client.cache_clear()
-    broker.limiter_redis_client.cache_clear()
+    redis_keys.redis_client.cache_clear()
+    redis_keys.limiter_redis_client.cache_clear()
     stopping.set()
     thread.join()
     for connection in [listener, *held]:
@@ -230,8 +230,13 @@ def test_with_redis_down_a_valid_token_is_served_and_failed_auth_is_still_limite
 def test_after_a_redis_error_the_limiters_leave_redis_alone_for_a_moment(settings, redis_down, monkeypatch):
     # Given Redis refusing connections
     asked = []
-    closed = broker.limiter_redis_client()
-    monkeypatch.setattr(broker, "limiter_redis_client", lambda: asked.append(1) or closed)
+    closed = redis_keys.limiter_redis_client()
+
+    def counted_client():
+        asked.append(1)
+        return closed
+
+    monkeypatch.setattr(redis_keys, "limiter_redis_client", counted_client)
     wrong = client_with("Bearer wrong", address="192.0.2.8")
 
     # When requests keep coming

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings
 
-from messages import broker
+from messages import redis_keys
 from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 from tests.factories import consistent_state
 
@@ -419,7 +419,7 @@ def test_message_detail_of_an_unknown_id_is_404(api):
 def test_health_needs_no_token_and_reports_a_stopped_scheduler_as_degraded(anonymous_api, api):
     # Given no worker or beat (no heartbeat in Redis) and one scheduled message. pytest-django
     # runs these non-transactional tests before the end-to-end ones that start beat.
-    broker.redis_client().delete(broker.HEARTBEAT_KEY)
+    redis_keys.redis_client().delete(redis_keys.HEARTBEAT_KEY)
     schedule(api, "pending-one")
 
     response = anonymous_api.get("/health")

@@ -21,7 +21,7 @@ from messages.confidential import (
     seal_headers,
 )
 from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
-from messages.retry_policy import Outcome
+from messages.retry_policy import Verdict
 from messages.webhook_client import WebhookResult
 from tests.factories import make_message
 
@@ -119,10 +119,11 @@ def test_headers_sealed_with_a_lost_key_fail_the_message_at_once_and_are_not_sho
     with pytest.raises(CommandError):
         call_command("reseal_headers", stdout=StringIO())
     claimed = delivery.claim_due_messages([message.pk], now=timezone.now())[0]
+    assert message.due_at is not None
     result = WebhookResult(started_at=message.due_at, duration_ms=0, error="HeadersUnreadable")
     decision = delivery.record_attempt(claimed, result)
 
-    assert decision.outcome is Outcome.FAILED
+    assert decision.verdict is Verdict.FAILED
     assert Message.objects.get(pk=message.pk).status == MessageStatus.FAILED
 
 

@@ -30,6 +30,7 @@ def test_message_is_delivered_once_at_its_time_not_before(api, service, hook_pat
     assert calls[0].json == {"hello": "world"}
     assert calls[0].headers["Content-Type"] == "application/json"
     delivery_id = Message.objects.get(message_id="at-its-time").delivery_id
+    assert delivery_id is not None
     assert delivery_id.startswith("msg_")
     assert calls[0].headers["Idempotency-Key"] == calls[0].headers["webhook-id"] == delivery_id
     assert calls[0].headers["X-Message-Id"] == "at-its-time"

@@ -65,7 +65,7 @@ def test_success_marks_the_message_delivered_and_frees_its_id():
     decision = delivery.record_attempt(message, failed_result(status_code=204))
 
     message.refresh_from_db()
-    assert decision.outcome.value == "delivered"
+    assert decision.verdict.value == "delivered"
     assert (message.status, message.due_at, message.attempt_count) == (MessageStatus.DELIVERED, None, 1)
     assert not Message.objects.holding_id(message.message_id).exists()
     assert DeliveryAttempt.objects.get(message=message).status_code == 204
@@ -80,6 +80,7 @@ def test_a_retryable_failure_schedules_the_next_attempt():
 
     message.refresh_from_db()
     assert message.status == MessageStatus.RETRYING
+    assert message.due_at is not None
     assert message.due_at > now
     assert message.last_status_code == 503
 
@@ -146,6 +147,7 @@ def test_the_claim_time_is_the_databases_clock_not_the_callers():
     delivery.claim_due_messages([message.pk], now=timezone.now() + timedelta(hours=1))
 
     claimed_at = Message.objects.get(pk=message.pk).claimed_at
+    assert claimed_at is not None
     assert abs((claimed_at - database_now()).total_seconds()) < 5
 
 
@@ -203,7 +205,7 @@ def test_a_failed_message_sent_again_by_hand_gets_a_fresh_set_of_attempts():
     claimed = delivery.claim_due_messages([message.pk], now=timezone.now())[0]
     decision = delivery.record_attempt(claimed, failed_result(status_code=500))
 
-    assert decision.outcome.value == "retry"
+    assert decision.verdict.value == "retry"
     assert list(DeliveryAttempt.objects.filter(message=message).values_list("number", flat=True)) == [1, 2, 3]
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from messages import broker, dispatch
+from messages import dispatch, redis_keys
 from messages.models import Message, MessageStatus
 from messages.task_names import DELIVERY_QUEUE
 from tests.factories import make_message
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def empty_broker(redis_server):
     redis_server.client().flushdb()
-    broker.broker_lost_its_data()  # marks the epoch, as the first tick after start does
+    redis_keys.broker_lost_its_data()  # marks the epoch, as the first tick after start does
 
 
 def queued_tasks(redis_server) -> list[dict]:
@@ -44,6 +44,7 @@ def test_messages_within_the_horizon_are_enqueued_to_start_the_claim_lead_before
     assert task["pks"] == [soon.pk]
     lead = timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS)
     assert lead > timedelta(0)
+    assert soon.due_at is not None
     assert datetime.fromisoformat(task["eta"]) == soon.due_at - lead
 
 
@@ -98,16 +99,18 @@ def test_a_broker_that_lost_its_data_gets_every_waiting_message_again(redis_serv
 
 
 def test_a_tick_records_the_heartbeat_that_health_reads(redis_server):
-    redis_server.client().delete(broker.HEARTBEAT_KEY)
+    redis_server.client().delete(redis_keys.HEARTBEAT_KEY)
     dispatch.dispatch_due_messages(now=timezone.now())
-    assert broker.seconds_since_heartbeat() < 5
+    since_heartbeat = redis_keys.seconds_since_heartbeat()
+    assert since_heartbeat is not None
+    assert since_heartbeat < 5
 
 
 def test_a_second_dispatcher_skips_while_the_first_holds_the_lock(redis_server):
     now = timezone.now()
     make_message(due_at=now + timedelta(seconds=1))
 
-    with broker.dispatch_lock(ttl_seconds=10) as acquired:
+    with redis_keys.dispatch_lock(ttl_seconds=10) as acquired:
         assert acquired
         assert dispatch.dispatch_due_messages(now=now) == 0
     assert dispatch.dispatch_due_messages(now=now) == 1
@@ -116,13 +119,13 @@ def test_a_second_dispatcher_skips_while_the_first_holds_the_lock(redis_server):
 def test_a_lock_left_by_a_dispatcher_killed_mid_run_expires_within_seconds(redis_server):
     # A worker killed inside a dispatch never releases the lock: its expiry is how long every
     # recovery then waits. The fault tests allow 12 s from due to delivery.
-    killed_mid_run = broker.dispatch_lock(ttl_seconds=dispatch.dispatch_lock_ttl_seconds())
+    killed_mid_run = redis_keys.dispatch_lock(ttl_seconds=dispatch.dispatch_lock_ttl_seconds())
     assert killed_mid_run.__enter__()  # and never exited
     try:
         assert dispatch.dispatch_due_messages(now=timezone.now()) == 0
-        assert 0 < redis_server.client().pttl(broker.DISPATCH_LOCK_KEY) <= 5000
+        assert 0 < redis_server.client().pttl(redis_keys.DISPATCH_LOCK_KEY) <= 5000
     finally:
-        redis_server.client().delete(broker.DISPATCH_LOCK_KEY)
+        redis_server.client().delete(redis_keys.DISPATCH_LOCK_KEY)
 
 
 def test_failed_and_delivered_messages_are_never_dispatched(redis_server):
@@ -135,7 +138,7 @@ def test_failed_and_delivered_messages_are_never_dispatched(redis_server):
 
 def test_a_tick_that_fails_writes_no_heartbeat(redis_server, monkeypatch):
     # /health's "running" must mean messages are moving, not merely that a worker woke up
-    redis_server.client().delete(broker.HEARTBEAT_KEY)
+    redis_server.client().delete(redis_keys.HEARTBEAT_KEY)
 
     def broken(*, now):
         raise RuntimeError("the dispatch failed")
@@ -144,7 +147,7 @@ def test_a_tick_that_fails_writes_no_heartbeat(redis_server, monkeypatch):
 
     with pytest.raises(RuntimeError):
         dispatch.dispatch_due_messages(now=timezone.now())
-    assert broker.seconds_since_heartbeat() is None
+    assert redis_keys.seconds_since_heartbeat() is None
 
 
 def test_no_task_carries_more_payload_bytes_than_the_cap(redis_server, settings):

@@ -23,7 +23,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from messages import broker, delivery
+from messages import delivery, redis_keys
 from messages.models import DeliveryAttempt, Message, MessageStatus
 from tests.support.api_calls import iso, schedule, schedule_batch
 from tests.support.deliveries import (
@@ -105,14 +105,14 @@ def test_beat_killed_with_sigkill_loses_nothing(api, service, celery_beat, hook_
     celery_beat.kill()
     # Its last ticks may still be on their way to the maintenance worker: let them land, so
     # that the first heartbeat after the restart is the new beat's
-    wait_until(lambda: (age := broker.seconds_since_heartbeat()) is None or age >= 2 * settings.SCHEDULER_POLL_SECONDS,
+    wait_until(lambda: (age := redis_keys.seconds_since_heartbeat()) is None or age >= 2 * settings.SCHEDULER_POLL_SECONDS,
                timeout=10, what="the killed beat's last tick to be recorded")
 
     # When a new beat starts
-    broker.redis_client().delete(broker.HEARTBEAT_KEY)
+    redis_keys.redis_client().delete(redis_keys.HEARTBEAT_KEY)
     restarted = time.monotonic()
     celery_beat.restart()
-    wait_until(lambda: broker.seconds_since_heartbeat() is not None, timeout=10, what="the first tick")
+    wait_until(lambda: redis_keys.seconds_since_heartbeat() is not None, timeout=10, what="the first tick")
     print(f"\nbeat SIGKILL: first tick {time.monotonic() - restarted:.1f} s after the restart")
 
     # Then each message arrives once, on time

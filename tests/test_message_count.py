@@ -105,6 +105,7 @@ def test_postgresql_counts_exactly_when_the_estimate_is_at_the_threshold(fresh_s
     # The threshold is the planner's own figure (30 or so: it scales the analyzed count by the
     # table's pages, which the extra row may have grown)
     estimate = planner_row_estimate(Message.objects.pending())
+    assert estimate is not None
     counted = count_rows(Message.objects.pending(), exact_up_to=estimate)
 
     assert (counted.value, counted.is_estimate) == (31, False)

@@ -95,8 +95,12 @@ def state_writes_outside_the_state_machine() -> list[str]:
                     for keyword in node.keywords:
                         if keyword.arg == "update_fields":
                             found.append(f"{relative}:{node.lineno} save(update_fields=...)")
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-                node, ast.AugAssign | ast.AnnAssign) else []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            else:
+                continue
             for target in targets:
                 for element in target.elts if isinstance(target, ast.Tuple) else [target]:
                     if isinstance(element, ast.Attribute) and element.attr in message_states.STATE_FIELDS:

@@ -54,12 +54,12 @@ def test_messages_are_counted_by_status(api):
 
 
 def test_attempts_lateness_and_durations_are_exported(api):
-    metrics.record_attempts([
-        metrics.AttemptSample(outcome="delivered", result_class="2xx", duration_seconds=0.02, lateness_seconds=0.004),
-        metrics.AttemptSample(outcome="retry", result_class="ConnectionError", duration_seconds=0.001, lateness_seconds=7),
+    metrics.count_attempts([
+        metrics.AttemptSample(verdict="delivered", result_class="2xx", duration_seconds=0.02, lateness_seconds=0.004),
+        metrics.AttemptSample(verdict="retry", result_class="ConnectionError", duration_seconds=0.001, lateness_seconds=7),
     ])
-    metrics.record_attempts([
-        metrics.AttemptSample(outcome="failed", result_class="4xx", duration_seconds=0.3, lateness_seconds=None),
+    metrics.count_attempts([
+        metrics.AttemptSample(verdict="failed", result_class="4xx", duration_seconds=0.3, lateness_seconds=None),
     ])
 
     response = api.get("/metrics")
@@ -83,12 +83,12 @@ def test_a_redis_that_does_not_answer_never_holds_up_recording(monkeypatch):
             answered.wait(5)  # as a half-open connection would, until its timeout
             raise redis.TimeoutError("no answer")
 
-    monkeypatch.setattr(metrics.broker, "redis_client", lambda: Hanging())
-    sample = metrics.AttemptSample(outcome="delivered", result_class="2xx", duration_seconds=0.01, lateness_seconds=0)
+    monkeypatch.setattr(metrics.redis_keys, "redis_client", lambda: Hanging())
+    sample = metrics.AttemptSample(verdict="delivered", result_class="2xx", duration_seconds=0.01, lateness_seconds=0)
 
     started = time.monotonic()
     for _ in range(20):
-        metrics.record_attempts_in_background([sample])
+        metrics.count_attempts_in_background([sample])
     elapsed = time.monotonic() - started
     answered.set()
 

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import pytest
@@ -137,7 +138,7 @@ def scratch_database(django_db_setup: None, django_db_blocker) -> Iterator[tuple
                         "concurrent DDL to test, and a migration locks the whole file there anyway")
         settings = connection.settings_dict
     name = f"migrations_under_load_{uuid.uuid4().hex[:12]}"
-    server = {"host": settings["HOST"] or None, "port": settings["PORT"] or None,
+    server: dict[str, Any] = {"host": settings["HOST"] or None, "port": settings["PORT"] or None,
               "user": settings["USER"] or None, "password": settings["PASSWORD"] or None}
     admin = psycopg.conninfo.make_conninfo(dbname=settings["NAME"], **server)
     with psycopg.connect(admin, autocommit=True) as db:
@@ -186,6 +187,8 @@ def test_migrations_keep_a_populated_table_readable_and_writable(scratch_databas
     assert service.longest_s < STATEMENT_TIMEOUT_S
     with psycopg.connect(conninfo) as db:
         invalid = db.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid").fetchall()
-        stored = db.execute("SELECT count(*) FROM scheduler_message WHERE payload_bytes > 0").fetchone()[0]
+        row = db.execute("SELECT count(*) FROM scheduler_message WHERE payload_bytes > 0").fetchone()
+    assert row is not None
+    stored = row[0]
     assert invalid == []
     assert stored >= ROWS

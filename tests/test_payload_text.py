@@ -66,4 +66,6 @@ def test_the_migration_gives_existing_rows_a_delivery_id_and_a_payload_size():
     assert message.payload_bytes == len(message.payload_json.encode())
     assert message.delivery_id is None
     assert delivery.webhook_call(message).delivery_id == ""  # so Idempotency-Key is "from-before"
-    assert len(Message(message_id="new").delivery_id) == len("msg_") + 26
+    new_delivery_id = Message(message_id="new").delivery_id
+    assert new_delivery_id is not None
+    assert len(new_delivery_id) == len("msg_") + 26

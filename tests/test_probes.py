@@ -10,7 +10,7 @@ from dataclasses import asdict
 import pytest
 from django.db import OperationalError
 
-from messages import broker, health
+from messages import health, redis_keys
 from tests.factories import make_message
 
 pytestmark = pytest.mark.django_db
@@ -93,7 +93,7 @@ def test_with_redis_down_health_says_so_and_checks_once_per_window_in_each_proce
 
 
 def test_livez_reads_neither_the_database_nor_redis(monkeypatch, anonymous_api, django_assert_num_queries):
-    monkeypatch.setattr(broker, "redis_client", lambda: pytest.fail("Redis was asked"))
+    monkeypatch.setattr(redis_keys, "redis_client", lambda: pytest.fail("Redis was asked"))
 
     with django_assert_num_queries(0):
         response = anonymous_api.get("/livez")

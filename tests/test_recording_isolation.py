@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from messages import delivery
 from messages.models import DeliveryAttempt, Message, MessageStatus
-from messages.retry_policy import Outcome, decide_after_attempt
+from messages.retry_policy import Verdict, decide_after_attempt
 from messages.webhook_client import MAX_DURATION_MS, RESPONSE_EXCERPT_BYTES, WebhookResult, excerpt_text
 from tests.factories import make_message
 
@@ -37,7 +37,7 @@ def decide(result: WebhookResult):
 def test_a_hostile_retry_after_is_ignored_and_the_schedule_applies(value):
     decision = decide(unavailable(value))
 
-    assert decision.outcome is Outcome.RETRY
+    assert decision.verdict is Verdict.RETRY
     assert timedelta(seconds=8) <= decision.retry_at - NOW <= timedelta(seconds=12)  # 10 s ± jitter
 
 

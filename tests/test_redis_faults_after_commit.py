@@ -15,7 +15,7 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
-from messages import broker
+from messages import redis_keys
 from messages.models import Message
 from messages.task_names import DELIVER_TASK, DELIVERY_QUEUE
 from scheduler_project.celery import app as celery_app
@@ -55,11 +55,11 @@ def no_rate_limit(settings):
 def test_redis_failing_to_keep_the_task_id_costs_only_the_revoke(
         api, celery_worker, receiver, hook_path, monkeypatch, caplog, no_rate_limit):
     # Given a Redis that takes the task but then fails the SET of its id
-    failing = RedisFailingSet(broker.redis_client())
-    monkeypatch.setattr(broker, "redis_client", lambda: failing)
+    failing = RedisFailingSet(redis_keys.redis_client())
+    monkeypatch.setattr(redis_keys, "redis_client", lambda: failing)
 
     # When a message due now is POSTed
-    with caplog.at_level(logging.WARNING, logger="messages.broker"):
+    with caplog.at_level(logging.WARNING, logger="messages.redis_keys"):
         response = post_due_now(api, receiver, hook_path, "task-id-lost")
 
     # Then the POST answers 200, and the task sent before the SET delivers the message

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from messages.retry_policy import Outcome, decide_after_attempt, is_retryable
+from messages.retry_policy import Verdict, decide_after_attempt, is_retryable
 from messages.webhook_client import WebhookResult
 
 NOW = datetime(2026, 4, 15, 2, 41, 45, tzinfo=UTC)
@@ -27,7 +27,7 @@ def decide(res: WebhookResult, attempt_number: int = 1, max_attempts: int = 4):
 
 @pytest.mark.parametrize("status_code", [200, 201, 204, 299])
 def test_any_2xx_is_delivered(status_code):
-    assert decide(result(status_code)).outcome is Outcome.DELIVERED
+    assert decide(result(status_code)).verdict is Verdict.DELIVERED
 
 
 @pytest.mark.parametrize(
@@ -37,12 +37,12 @@ def test_any_2xx_is_delivered(status_code):
 )
 def test_network_errors_timeouts_408_429_and_5xx_are_retried(res):
     assert is_retryable(res)
-    assert decide(res).outcome is Outcome.RETRY
+    assert decide(res).verdict is Verdict.RETRY
 
 
 @pytest.mark.parametrize("status_code", [301, 302, 307, 308, 400, 401, 403, 404, 410, 422])
 def test_redirects_and_other_4xx_fail_at_once(status_code):
-    assert decide(result(status_code)).outcome is Outcome.FAILED
+    assert decide(result(status_code)).verdict is Verdict.FAILED
 
 
 def test_retry_waits_the_schedule_step_within_twenty_percent_jitter():
@@ -53,7 +53,7 @@ def test_retry_waits_the_schedule_step_within_twenty_percent_jitter():
 
 
 def test_last_attempt_fails_for_good():
-    assert decide(result(500), attempt_number=4, max_attempts=4).outcome is Outcome.FAILED
+    assert decide(result(500), attempt_number=4, max_attempts=4).verdict is Verdict.FAILED
 
 
 def test_attempts_beyond_the_schedule_reuse_its_last_step():

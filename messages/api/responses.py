@@ -109,8 +109,8 @@ class ListedMessageSerializer(SharedFieldsSerializer):
 
     def to_representation(self, row: Any) -> dict[str, Any]:
         # The same answer as the fields above give (tests/test_responses.py compares them row
-        # by row), written out: a page holds up to 10,000 rows, and the fields one by one cost
-        # several times as much per row.
+        # by row), written out: a page holds up to 10,000 rows, and rendering them field by
+        # field costs several times as much (docs/benchmarks.md).
         due_at = row.due_at.astimezone(UTC) if row.due_at else None
         return {
             "messageId": row.message_id,

@@ -96,15 +96,15 @@ def validate_payload(value: Any) -> str:
 
 def _depth(value: Any) -> int:
     """How deeply arrays and objects nest, counted without recursion."""
-    deepest, pending = 0, [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
+    deepest, to_visit = 0, [(value, 1)]
+    while to_visit:
+        item, depth = to_visit.pop()
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
         if children is None:
             continue
         deepest = max(deepest, depth)
         if depth <= PAYLOAD_MAX_DEPTH:
-            pending.extend((child, depth + 1) for child in children)
+            to_visit.extend((child, depth + 1) for child in children)
     return deepest
 
 

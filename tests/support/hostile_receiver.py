@@ -143,7 +143,7 @@ class HostileReceiver(RecordedCalls[Call]):
         self, path: str, *, status: int | None = None, retry_after: bytes | None = None, delay: float | None = None
     ) -> None:
         """Sets how `path` (without its query string) answers; options left out keep their value."""
-        changes = {"status": status, "retry_after": retry_after, "delay": delay}
+        changes: dict[str, Any] = {"status": status, "retry_after": retry_after, "delay": delay}
         with self._changed:
             current = self._options.get(path, Options())
             self._options[path] = dataclasses.replace(current, **{k: v for k, v in changes.items() if v is not None})
@@ -261,7 +261,7 @@ async def _read_body(reader: asyncio.StreamReader, request: _Request) -> bytes:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         size_line = await reader.readuntil(b"\r\n")
         try:

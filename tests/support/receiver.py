@@ -45,6 +45,7 @@ class Receiver(RecordedCalls[ReceivedCall]):
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server: its host is text
         return f"http://{host}:{port}"
 
     def url(self, path: str) -> str:

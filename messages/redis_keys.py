@@ -1,4 +1,6 @@
-"""What the scheduler keeps in Redis besides the queue: task ids, the beat heartbeat, markers.
+"""Every key the scheduler keeps in Redis besides Celery's queue (task ids, the heartbeat, the
+broker epoch, the dispatch lock; rate windows, metrics and the health report use its prefix and
+clients), and the clients that read them.
 
 Nothing here is needed for correctness: the database decides what is sent. These keys make
 cancelling cheaper (revoke), health honest (heartbeat) and recovery fast (the broker epoch).
