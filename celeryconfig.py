@@ -54,7 +54,8 @@ worker_pool = "threads"
 worker_hijack_root_logger = False
 # Celery's Django fixup closes every database connection before and after every task unless
 # this is set; scheduler_project/celery.py closes only obsolete or broken ones instead
-# (CONN_MAX_AGE, CONN_HEALTH_CHECKS). Reconnecting per task cost ~8% of the worker's CPU.
+# (CONN_MAX_AGE, CONN_HEALTH_CHECKS). Reconnecting per task costs the worker CPU
+# at steady load, where tasks are small (docs/benchmarks.md).
 CELERY_DB_REUSE_MAX = 1_000_000
 worker_send_task_events = True
 task_send_sent_event = True

@@ -155,8 +155,7 @@ class PostgresDatabase:
              created, None, None, None, None, 2, bench_delivery_id(message_id), API_TOKEN_KEY_ID)
             for message_id, due_at, url in rows
         )
-        # headers is still jsonb; the payload is text.
-        placeholders = ", ".join("%s::jsonb" if i == 6 else "%s" for i in range(COLUMN_COUNT))
+        placeholders = ", ".join("%s" for _ in range(COLUMN_COUNT))
         with psycopg.connect(self.url) as connection, connection.cursor() as cursor:
             # One transaction (psycopg commits when the block ends); executemany pipelines.
             cursor.executemany(f"INSERT INTO scheduler_message ({MESSAGE_COLUMNS}) VALUES ({placeholders})", values)

@@ -84,7 +84,7 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def insert(self, message: Message) -> None:
         """Saves a new message as create() would, without compiling the same INSERT each time.
 
-        save() builds the statement afresh on every call, a tenth of a POST /messages' CPU.
+        save() builds the statement afresh on every call (docs/benchmarks.md: what it costs).
         Here Django compiles it once per database, and each call only prepares the values,
         with the model's own fields. Nothing else save() does applies to a new Message: it
         has no parent model, no relation to save first and no pre_save/post_save receiver.

@@ -20,7 +20,7 @@ class ContentNegotiation(DefaultContentNegotiation):
         ):
             # DRF's own answer to "*/*" (or no Accept header): the first renderer whose media
             # type matches, which is the first one unless its type has parameters, with that
-            # type. Working it out costs a POST /messages 5% of its CPU (headers, query string,
-            # media types parsed).
+            # type. Working it out (headers, query string, media types parsed) costs a POST
+            # /messages more than this (docs/benchmarks.md).
             return first, first.media_type
         return super().select_renderer(request, renderers, format_suffix)

@@ -13,7 +13,7 @@ from rest_framework.utils.serializer_helpers import BindingDict
 class SharedFieldsSerializer(serializers.Serializer):
     # Input rules whose fields every instance shares, for serializers on a hot path.
     #
-    # DRF deep-copies the declared fields for every instance (a quarter of a POST /messages' CPU),
+    # DRF deep-copies the declared fields for every instance (docs/benchmarks.md: what it costs a POST),
     # so that an instance may change its own fields. These serializers never do, and sharing
     # is safe, with threads too: bind() only sets the field's name, source, label and parent,
     # and validating reads a field, never writes it (the validators, which DRF builds on first
