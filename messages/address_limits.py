@@ -65,8 +65,7 @@ def carries_the_api_token(request: HttpRequest) -> bool:
     """
     scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     token = token.strip()
-    return bool(settings.API_TOKEN and token and scheme.lower() == "bearer"
-                and constant_time_compare(token, settings.API_TOKEN))
+    return bool(settings.API_TOKEN and token and scheme.lower() == "bearer" and constant_time_compare(token, settings.API_TOKEN))
 
 
 FAILED_API_AUTH = FailureLimit(
@@ -83,9 +82,7 @@ FAILED_ADMIN_LOGIN = FailureLimit(
     setting="ADMIN_LOGIN_FAILURE_LIMIT",
     # The login view redirects on success and shows the form again on a failure.
     is_failure=lambda response: response.status_code not in REDIRECT_STATUSES,
-    over_limit=lambda wait: _plain_refusal(
-        429, f"Too many failed logins from this address. Try again in {wait} seconds.\n", wait
-    ),
+    over_limit=lambda wait: _plain_refusal(429, f"Too many failed logins from this address. Try again in {wait} seconds.\n", wait),
 )
 
 

@@ -228,10 +228,20 @@ class MessageAdmin(admin.ModelAdmin):
     actions = ("deliver_now", "cancel", "retry", "release_stuck")
     fieldsets = (
         (None, {"fields": ("message_id", "owner", "status", "shown_webhook_url", "schedule_to", "due_at", "created_at")}),
-        ("Delivery", {"fields": (
-            "attempt_count", "attempt_count_at_resend", "max_attempts", "timeout_seconds",
-            "last_status_code", "last_error", "finished_at",
-        )}),
+        (
+            "Delivery",
+            {
+                "fields": (
+                    "attempt_count",
+                    "attempt_count_at_resend",
+                    "max_attempts",
+                    "timeout_seconds",
+                    "last_status_code",
+                    "last_error",
+                    "finished_at",
+                )
+            },
+        ),
         ("Claim", {"fields": ("enqueued_at", "claimed_at", "claim_token"), "classes": ("collapse",)}),
         ("Content", {"fields": ("formatted_payload", "formatted_headers")}),
     )
@@ -242,8 +252,9 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="Due / finished", ordering="due_at")
     def due(self, message: Message) -> str | None:
         if message.due_at is not None:
-            return format_html('<span title="{}">{}</span>', message.due_at.isoformat(),
-                               describe_due(message.due_at, timezone.now()))
+            return format_html(
+                '<span title="{}">{}</span>', message.due_at.isoformat(), describe_due(message.due_at, timezone.now())
+            )
         if message.finished_at is not None:
             return f"finished {timezone.localtime(message.finished_at):%Y-%m-%d %H:%M:%S %Z}"
         return None
@@ -333,9 +344,7 @@ class MessageAdmin(admin.ModelAdmin):
     def _run_per_message(
         self, request: HttpRequest, queryset: QuerySet[Message], operation: Callable[..., object], *, done: str
     ) -> None:
-        selected = list(
-            queryset.order_by().values_list("owner_id", "message_id", "status")[: MAX_MESSAGES_PER_ACTION + 1]
-        )
+        selected = list(queryset.order_by().values_list("owner_id", "message_id", "status")[: MAX_MESSAGES_PER_ACTION + 1])
         if len(selected) > MAX_MESSAGES_PER_ACTION:
             self.message_user(request, f"Select at most {MAX_MESSAGES_PER_ACTION} messages at a time.", ERROR)
             return

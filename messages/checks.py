@@ -27,12 +27,14 @@ def exit_on_system_check_errors() -> None:
 @register()
 def check_client_address_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
     if settings.HTTPS and settings.TRUSTED_PROXY_COUNT == 0:
-        return [CheckWarning(
-            "Behind a TLS proxy every client shares its address for the per-address limits; set TRUSTED_PROXY_COUNT.",
-            hint="HTTPS=true means a TLS proxy in front; with TRUSTED_PROXY_COUNT=0 all clients share one budget of "
-            "failed authentications and public requests, so one client's wrong tokens block everyone's API keys.",
-            id="scheduler.W001",
-        )]
+        return [
+            CheckWarning(
+                "Behind a TLS proxy every client shares its address for the per-address limits; set TRUSTED_PROXY_COUNT.",
+                hint="HTTPS=true means a TLS proxy in front; with TRUSTED_PROXY_COUNT=0 all clients share one budget of "
+                "failed authentications and public requests, so one client's wrong tokens block everyone's API keys.",
+                id="scheduler.W001",
+            )
+        ]
     return []
 
 
@@ -78,20 +80,24 @@ def _claim_lease_errors() -> list[Error]:
     renew = settings.DELIVERY_CLAIM_RENEW_SECONDS
     statement = settings.DELIVERY_DATABASE_TIMEOUT_SECONDS
     if renew <= 0 or 2 * renew + statement >= settings.DELIVERY_CLAIM_GRACE_SECONDS / 2:
-        return [Error(
-            "2 × DELIVERY_CLAIM_RENEW_SECONDS + DELIVERY_DATABASE_TIMEOUT_SECONDS must stay below half of "
-            "DELIVERY_CLAIM_GRACE_SECONDS (and the renew interval above 0).",
-            hint="Otherwise a live worker's claims would go stale between renewals, and it would stop calling them.",
-            id="scheduler.E004",
-        )]
+        return [
+            Error(
+                "2 × DELIVERY_CLAIM_RENEW_SECONDS + DELIVERY_DATABASE_TIMEOUT_SECONDS must stay below half of "
+                "DELIVERY_CLAIM_GRACE_SECONDS (and the renew interval above 0).",
+                hint="Otherwise a live worker's claims would go stale between renewals, and it would stop calling them.",
+                id="scheduler.E004",
+            )
+        ]
     return []
 
 
 def _memory_bound_errors() -> list[Error]:
     if not settings.PAYLOAD_MAX_BYTES <= settings.DELIVERY_TASK_MAX_BYTES <= settings.DELIVERY_MAX_HELD_BYTES:
-        return [Error(
-            "PAYLOAD_MAX_BYTES <= DELIVERY_TASK_MAX_BYTES <= DELIVERY_MAX_HELD_BYTES must hold.",
-            hint="A task must fit one payload, and a worker one task.",
-            id="scheduler.E005",
-        )]
+        return [
+            Error(
+                "PAYLOAD_MAX_BYTES <= DELIVERY_TASK_MAX_BYTES <= DELIVERY_MAX_HELD_BYTES must hold.",
+                hint="A task must fit one payload, and a worker one task.",
+                id="scheduler.E005",
+            )
+        ]
     return []

@@ -91,7 +91,7 @@ def renew_claims(tokens: Sequence[UUID]) -> set[UUID]:
     renewed: set[UUID] = set()
     with bounded_transaction():
         for start in range(0, len(tokens), RENEW_BATCH):
-            held = message_states.renew(tokens[start:start + RENEW_BATCH])
+            held = message_states.renew(tokens[start : start + RENEW_BATCH])
             # Never None: the filter names the tokens.
             renewed.update(token for token in held.values_list("claim_token", flat=True).distinct() if token is not None)
     return renewed
@@ -163,7 +163,9 @@ def record_attempt(message: Message, result: WebhookResult, *, now: datetime | N
 
 
 def record_attempts(
-    calls: Sequence[tuple[Message, WebhookResult]], *, now: datetime | None = None,
+    calls: Sequence[tuple[Message, WebhookResult]],
+    *,
+    now: datetime | None = None,
     claimed_before: datetime | None = None,
 ) -> list[RetryDecision]:
     """Stores each attempt and moves each message on: delivered, retrying or failed.
@@ -181,8 +183,7 @@ def record_attempts(
         if outcome.message.pk in recorded:
             _log_attempt(outcome)
         else:
-            logger.warning("message %s: its attempt was not recorded (claim lost or database away)",
-                           outcome.message.message_id)
+            logger.warning("message %s: its attempt was not recorded (claim lost or database away)", outcome.message.message_id)
     metrics.count_attempts_in_background(
         metrics.AttemptSample(
             verdict=outcome.decision.verdict.value,
@@ -196,19 +197,16 @@ def record_attempts(
     return [outcome.decision for outcome in outcomes]
 
 
-def _decide(message: Message, result: WebhookResult, *, now: datetime,
-            claimed_before: datetime | None = None) -> AttemptOutcome:
+def _decide(message: Message, result: WebhookResult, *, now: datetime, claimed_before: datetime | None = None) -> AttemptOutcome:
     number = message.attempt_count + 1
     try:
         decision = _decide_after(message, result, number=number, now=now)
     except Exception:
         # The policy reads what the receiver sent (Retry-After); whatever slips past its
         # parsing costs this message its server-given delay, never its record.
-        logger.exception("message %s: retry policy failed on its result; deciding without Retry-After",
-                         message.message_id)
+        logger.exception("message %s: retry policy failed on its result; deciding without Retry-After", message.message_id)
         decision = _decide_after(message, dataclasses.replace(result, retry_after=None), number=number, now=now)
-    return AttemptOutcome(message=message, result=result, decision=decision, number=number,
-                          claimed_before=claimed_before)
+    return AttemptOutcome(message=message, result=result, decision=decision, number=number, claimed_before=claimed_before)
 
 
 def _decide_after(message: Message, result: WebhookResult, *, number: int, now: datetime) -> RetryDecision:
@@ -229,8 +227,7 @@ def _store_isolated(outcomes: Sequence[AttemptOutcome], *, now: datetime, deadli
     try:
         return _store_attempts_patiently(outcomes, now=now, deadline=deadline)
     except DATABASE_AWAY as error:
-        logger.error("%d attempts not recorded, database away past DELIVERY_RECORD_RETRY_SECONDS: %s",
-                     len(outcomes), error)
+        logger.error("%d attempts not recorded, database away past DELIVERY_RECORD_RETRY_SECONDS: %s", len(outcomes), error)
         return set()
     except Exception:
         if len(outcomes) == 1:
@@ -244,11 +241,15 @@ def _store_isolated(outcomes: Sequence[AttemptOutcome], *, now: datetime, deadli
 
 def _store_minimal(outcome: AttemptOutcome, *, now: datetime, deadline: float) -> set[int]:
     """The row failed with everything the receiver sent: keep only what we wrote ourselves."""
-    logger.exception("message %s: recording its attempt failed; recording it without the response",
-                     outcome.message.message_id)
+    logger.exception("message %s: recording its attempt failed; recording it without the response", outcome.message.message_id)
     minimal = dataclasses.replace(
-        outcome, result=dataclasses.replace(outcome.result, response_excerpt="", retry_after=None,
-                                            error=outcome.result.error.encode("ascii", "replace").decode()[:200]),
+        outcome,
+        result=dataclasses.replace(
+            outcome.result,
+            response_excerpt="",
+            retry_after=None,
+            error=outcome.result.error.encode("ascii", "replace").decode()[:200],
+        ),
     )
     try:
         return _store_attempts_patiently([minimal], now=now, deadline=deadline)
@@ -304,8 +305,13 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
             retry_at = decision.retry_at if decision.verdict is Verdict.RETRY else None
             queue_now = retry_at is not None and is_imminent(retry_at, now=now)
             message_states.record_outcome(
-                pks, status_code=first.result.status_code, error=first.result.error, retry_at=retry_at,
-                finished=_finished_status(decision), now=now, enqueued_at=now if queue_now else None,
+                pks,
+                status_code=first.result.status_code,
+                error=first.result.error,
+                retry_at=retry_at,
+                finished=_finished_status(decision),
+                now=now,
+                enqueued_at=now if queue_now else None,
             )
             recorded.update(pks)
             if queue_now:
@@ -357,7 +363,11 @@ def _log_attempt(outcome: AttemptOutcome) -> None:
     elif decision.verdict is Verdict.RETRY:
         retry_at = decision.retry_at.isoformat() if decision.retry_at is not None else "an unknown time"
         logger.warning(
-            "message %s attempt %d failed (%s), retry at %s", message.message_id, number, result.summary, retry_at,
+            "message %s attempt %d failed (%s), retry at %s",
+            message.message_id,
+            number,
+            result.summary,
+            retry_at,
         )
     else:
         logger.error("message %s failed for good after attempt %d (%s)", message.message_id, number, result.summary)

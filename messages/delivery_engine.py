@@ -299,8 +299,7 @@ class DeliveryEngine:
 def _held_items(claim: delivery.Claim) -> list[Held]:
     """The claim's messages under one lease, each costing its payload and its overhead."""
     lease = Lease(token=claim.token, renewed_at=claim.started_at, outstanding=len(claim.messages))
-    return [Held(message=message, lease=lease, cost=message.payload_bytes + MESSAGE_OVERHEAD_BYTES)
-            for message in claim.messages]
+    return [Held(message=message, lease=lease, cost=message.payload_bytes + MESSAGE_OVERHEAD_BYTES) for message in claim.messages]
 
 
 def _cancel_unless_calling(item: Held) -> None:

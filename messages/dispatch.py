@@ -68,11 +68,11 @@ def enqueue_horizon(*, now: datetime) -> int:
     """Queues the messages due within the horizon, nearest first, while fewer than
     SCHEDULER_MAX_QUEUED wait in the broker; and, whatever that count, the ones whose task was lost."""
     recovery_cutoff = now - timedelta(seconds=settings.SCHEDULER_RECOVERY_SECONDS)
-    lost = _waiting_rows(Q(due_at__lte=recovery_cutoff, enqueued_at__lte=recovery_cutoff),
-                         limit=settings.SCHEDULER_DISPATCH_BATCH)
+    lost = _waiting_rows(Q(due_at__lte=recovery_cutoff, enqueued_at__lte=recovery_cutoff), limit=settings.SCHEDULER_DISPATCH_BATCH)
     room = settings.SCHEDULER_MAX_QUEUED - Message.objects.queued().count()
-    new = _waiting_rows(Q(enqueued_at__isnull=True, due_at__lte=horizon_end(now)),
-                        limit=min(settings.SCHEDULER_DISPATCH_BATCH, room))
+    new = _waiting_rows(
+        Q(enqueued_at__isnull=True, due_at__lte=horizon_end(now)), limit=min(settings.SCHEDULER_DISPATCH_BATCH, room)
+    )
     rows = lost + new
     if not rows:
         return 0

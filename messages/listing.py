@@ -51,9 +51,7 @@ def list_messages(*, owner_id: int, status: str | None, limit: int, cursor: str 
         page = page[:limit]
         last = page[-1]
         next_cursor = encode_cursor(getattr(last, order_field), last.pk)
-    return MessagePage(
-        messages=page, count=count.value, count_is_estimate=count.is_estimate, next_cursor=next_cursor
-    )
+    return MessagePage(messages=page, count=count.value, count_is_estimate=count.is_estimate, next_cursor=next_cursor)
 
 
 def encode_cursor(moment: datetime, pk: int) -> str:

@@ -29,10 +29,20 @@ from django.db.models.functions import Now
 from messages.models import WAITING_STATUSES, Message, MessageStatus
 
 # The fields only this module writes.
-STATE_FIELDS = frozenset({
-    "status", "due_at", "enqueued_at", "claimed_at", "claim_token", "finished_at",
-    "attempt_count", "attempt_count_at_resend", "last_status_code", "last_error",
-})
+STATE_FIELDS = frozenset(
+    {
+        "status",
+        "due_at",
+        "enqueued_at",
+        "claimed_at",
+        "claim_token",
+        "finished_at",
+        "attempt_count",
+        "attempt_count_at_resend",
+        "last_status_code",
+        "last_error",
+    }
+)
 
 # --- Creation -------------------------------------------------------------------------------
 
@@ -85,14 +95,20 @@ def renew(tokens: Iterable[UUID]) -> QuerySet[Message]:
 def release(message: Message) -> int:
     """sending → waiting again, as before the claim (no attempt counts): the call was never made."""
     waiting = MessageStatus.RETRYING if message.attempt_count > message.attempt_count_at_resend else MessageStatus.SCHEDULED
-    return Message.objects.filter(
-        pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token
-    ).update(status=waiting, claim_token=None, claimed_at=None, enqueued_at=None)
+    return Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token).update(
+        status=waiting, claim_token=None, claimed_at=None, enqueued_at=None
+    )
 
 
 def record_outcome(
-    message_pks: list[int], *, status_code: int | None, error: str, retry_at: datetime | None, finished: str | None,
-    now: datetime, enqueued_at: datetime | None = None,
+    message_pks: list[int],
+    *,
+    status_code: int | None,
+    error: str,
+    retry_at: datetime | None,
+    finished: str | None,
+    now: datetime,
+    enqueued_at: datetime | None = None,
 ) -> int:
     """sending → retrying at `retry_at`, or → `finished` (delivered, failed), one attempt more.
     The caller has locked the rows and checked their claims."""
@@ -103,8 +119,12 @@ def record_outcome(
     else:
         moved = {"status": finished, "due_at": None, "enqueued_at": None, "finished_at": now}
     return Message.objects.filter(pk__in=message_pks, status=MessageStatus.SENDING).update(
-        attempt_count=F("attempt_count") + 1, last_status_code=status_code, last_error=error,
-        claimed_at=None, claim_token=None, **moved,
+        attempt_count=F("attempt_count") + 1,
+        last_status_code=status_code,
+        last_error=error,
+        claimed_at=None,
+        claim_token=None,
+        **moved,
     )
 
 
@@ -112,10 +132,19 @@ def release_stuck(message: Message, *, cutoff: datetime, now: datetime, reason: 
     """sending → failed, an operator's last resort for a claim recovery could not clear; its fate
     unknown, no attempt recorded. Guarded as recovery is: a claim renewed since is left alone."""
     return Message.objects.filter(
-        pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token, claimed_at__lt=cutoff,
+        pk=message.pk,
+        status=MessageStatus.SENDING,
+        claim_token=message.claim_token,
+        claimed_at__lt=cutoff,
     ).update(
-        status=MessageStatus.FAILED, claim_token=None, claimed_at=None, due_at=None, enqueued_at=None,
-        finished_at=now, last_status_code=None, last_error=reason,
+        status=MessageStatus.FAILED,
+        claim_token=None,
+        claimed_at=None,
+        due_at=None,
+        enqueued_at=None,
+        finished_at=now,
+        last_status_code=None,
+        last_error=reason,
     )
 
 

@@ -123,7 +123,8 @@ class SchedulerCollector(Collector):
     def _read_counters(self) -> list[Metric]:
         client = redis_keys.redis_client()
         attempts = CounterMetricFamily(
-            "scheduler_delivery_attempts", "Webhook calls by what followed (delivered, retry, failed) and result.",
+            "scheduler_delivery_attempts",
+            "Webhook calls by what followed (delivered, retry, failed) and result.",
             labels=["outcome", "result"],
         )
         for field, count in client.hgetall(KEY.format(name="attempts")).items():
@@ -131,14 +132,21 @@ class SchedulerCollector(Collector):
             attempts.add_metric([outcome, result_class], int(count))
         return [
             attempts,
-            self._histogram(client, "lateness", LATENESS_BUCKETS, "scheduler_delivery_lateness_seconds",
-                            "First attempt's start minus scheduleTo."),
-            self._histogram(client, "attempt_duration", DURATION_BUCKETS, "scheduler_attempt_duration_seconds",
-                            "Duration of each webhook call."),
+            self._histogram(
+                client,
+                "lateness",
+                LATENESS_BUCKETS,
+                "scheduler_delivery_lateness_seconds",
+                "First attempt's start minus scheduleTo.",
+            ),
+            self._histogram(
+                client, "attempt_duration", DURATION_BUCKETS, "scheduler_attempt_duration_seconds", "Duration of each webhook call."
+            ),
         ]
 
-    def _histogram(self, client: redis.Redis, name: str, buckets: tuple[float, ...], metric: str,
-                   documentation: str) -> HistogramMetricFamily:
+    def _histogram(
+        self, client: redis.Redis, name: str, buckets: tuple[float, ...], metric: str, documentation: str
+    ) -> HistogramMetricFamily:
         raw = {redis_keys.as_text(key): value for key, value in client.hgetall(KEY.format(name=name)).items()}
         cumulative, total = [], 0
         for bound in (*map(repr, buckets), "+Inf"):

@@ -43,8 +43,9 @@ def is_postgresql(schema_editor: BaseDatabaseSchemaEditor) -> bool:
     return schema_editor.connection.vendor == "postgresql"
 
 
-def run_with_lock_timeout(schema_editor: BaseDatabaseSchemaEditor, work: Callable[[], None], *,
-                          what: str = "a migration step") -> None:
+def run_with_lock_timeout(
+    schema_editor: BaseDatabaseSchemaEditor, work: Callable[[], None], *, what: str = "a migration step"
+) -> None:
     """Runs `work` in a transaction of its own. On PostgreSQL its statements wait at most
     LOCK_TIMEOUT_MS for a lock; on a timeout the transaction is rolled back, which lets the
     queries queued behind it through, and `work` runs again after a pause, up to LOCK_ATTEMPTS
@@ -74,8 +75,14 @@ def run_with_lock_timeout(schema_editor: BaseDatabaseSchemaEditor, work: Callabl
             if not is_lock_timeout(error) or attempt == attempts:
                 raise
             pause = LOCK_RETRY_PAUSES_S[min(attempt, len(LOCK_RETRY_PAUSES_S)) - 1]
-            logger.warning("%s gave way after waiting %d ms for a lock (attempt %d of %d); again in %s s",
-                           what, LOCK_TIMEOUT_MS, attempt, attempts, pause)
+            logger.warning(
+                "%s gave way after waiting %d ms for a lock (attempt %d of %d); again in %s s",
+                what,
+                LOCK_TIMEOUT_MS,
+                attempt,
+                attempts,
+                pause,
+            )
             time.sleep(pause)
 
 
@@ -125,8 +132,10 @@ def without_timeouts(schema_editor: BaseDatabaseSchemaEditor) -> Iterator[None]:
         yield
     finally:
         with schema_editor.connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                           [lock_timeout, statement_timeout])
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                [lock_timeout, statement_timeout],
+            )
 
 
 def _refuse_transaction(schema_editor: BaseDatabaseSchemaEditor, operation: object) -> None:
@@ -162,15 +171,17 @@ def remove_index_concurrently(schema_editor: BaseDatabaseSchemaEditor, model: ty
 class AddIndexConcurrently(postgres_operations.AddIndexConcurrently):
     """AddIndex, with CREATE INDEX CONCURRENTLY on PostgreSQL."""
 
-    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                          from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
             add_index_concurrently(schema_editor, model, self.index)
 
-    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                           from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = from_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
@@ -180,16 +191,18 @@ class AddIndexConcurrently(postgres_operations.AddIndexConcurrently):
 class RemoveIndexConcurrently(postgres_operations.RemoveIndexConcurrently):
     """RemoveIndex, with DROP INDEX CONCURRENTLY on PostgreSQL."""
 
-    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                          from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = from_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
             index = from_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
             remove_index_concurrently(schema_editor, model, index)
 
-    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                           from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
@@ -200,8 +213,9 @@ class RemoveIndexConcurrently(postgres_operations.RemoveIndexConcurrently):
 # --- unique constraints -------------------------------------------------------------------------
 
 
-def add_unique_constraint_concurrently(schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model],
-                                       constraint: models.UniqueConstraint) -> None:
+def add_unique_constraint_concurrently(
+    schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model], constraint: models.UniqueConstraint
+) -> None:
     """The unique index is built CONCURRENTLY; a plain UNIQUE (columns) constraint then takes it
     over (ADD CONSTRAINT ... USING INDEX: a catalog change, no scan). A conditional one (or one
     with expressions, INCLUDE or opclasses) is the index itself, as Django makes it."""
@@ -220,19 +234,21 @@ def add_unique_constraint_concurrently(schema_editor: BaseDatabaseSchemaEditor, 
         raise NotSupportedError(f"no concurrent form of {statement.template!r} (Django changed underneath?)")
     if _constraint_exists(schema_editor, model, constraint.name):
         return  # taken over by an earlier run that failed later on
-    index = Statement("CREATE UNIQUE INDEX CONCURRENTLY %(name)s ON %(table)s (%(columns)s)%(nulls_distinct)s",
-                      **statement.parts)
+    index = Statement("CREATE UNIQUE INDEX CONCURRENTLY %(name)s ON %(table)s (%(columns)s)%(nulls_distinct)s", **statement.parts)
     with without_timeouts(schema_editor):
         schema_editor.execute(_drop_index_concurrently(schema_editor, constraint.name))
         schema_editor.execute(index, params=None)
-    take_over = Statement("ALTER TABLE %(table)s ADD CONSTRAINT %(name)s UNIQUE USING INDEX %(name)s%(deferrable)s",
-                          **statement.parts)
-    run_with_lock_timeout(schema_editor, lambda: schema_editor.execute(take_over, params=None),
-                          what=f"Attaching constraint {constraint.name}")
+    take_over = Statement(
+        "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s UNIQUE USING INDEX %(name)s%(deferrable)s", **statement.parts
+    )
+    run_with_lock_timeout(
+        schema_editor, lambda: schema_editor.execute(take_over, params=None), what=f"Attaching constraint {constraint.name}"
+    )
 
 
-def remove_unique_constraint_concurrently(schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model],
-                                          constraint: models.UniqueConstraint) -> None:
+def remove_unique_constraint_concurrently(
+    schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model], constraint: models.UniqueConstraint
+) -> None:
     if not is_postgresql(schema_editor):
         schema_editor.remove_constraint(model, constraint)
         return
@@ -242,8 +258,10 @@ def remove_unique_constraint_concurrently(schema_editor: BaseDatabaseSchemaEdito
             schema_editor.execute(_drop_index_concurrently(schema_editor, constraint.name))
         return
     # Dropping a constraint is a catalog change, but needs the table's ACCESS EXCLUSIVE lock.
-    drop = f"ALTER TABLE {schema_editor.quote_name(model._meta.db_table)} DROP CONSTRAINT IF EXISTS " \
-           f"{schema_editor.quote_name(constraint.name)}"
+    drop = (
+        f"ALTER TABLE {schema_editor.quote_name(model._meta.db_table)} DROP CONSTRAINT IF EXISTS "
+        f"{schema_editor.quote_name(constraint.name)}"
+    )
     run_with_lock_timeout(schema_editor, lambda: schema_editor.execute(drop), what=f"Dropping constraint {constraint.name}")
 
 
@@ -251,7 +269,7 @@ def _concurrently(template: str) -> str:
     prefix = "CREATE UNIQUE INDEX "
     if not template.startswith(prefix):
         raise NotSupportedError(f"no concurrent form of {template!r} (Django changed underneath?)")
-    return "CREATE UNIQUE INDEX CONCURRENTLY " + template[len(prefix):]
+    return "CREATE UNIQUE INDEX CONCURRENTLY " + template[len(prefix) :]
 
 
 def _drop_index_concurrently(schema_editor: BaseDatabaseSchemaEditor, name: str) -> str:
@@ -262,8 +280,10 @@ def _constraint_exists(schema_editor: BaseDatabaseSchemaEditor, model: type[mode
     if schema_editor.collect_sql:
         return False
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
-                       [schema_editor.quote_name(model._meta.db_table), name])
+        cursor.execute(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+            [schema_editor.quote_name(model._meta.db_table), name],
+        )
         return cursor.fetchone() is not None
 
 
@@ -280,15 +300,17 @@ class AddConstraintConcurrently(AddConstraint):
     def describe(self) -> str:
         return f"Concurrently create constraint {self.constraint.name} on model {self.model_name}"
 
-    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                          from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
             add_unique_constraint_concurrently(schema_editor, model, _unique(self.constraint))
 
-    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                           from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
@@ -303,16 +325,18 @@ class RemoveConstraintConcurrently(RemoveConstraint):
     def describe(self) -> str:
         return f"Concurrently remove constraint {self.name} from model {self.model_name}"
 
-    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                          from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
             constraint = from_state.models[app_label, self.model_name_lower].get_constraint_by_name(self.name)
             remove_unique_constraint_concurrently(schema_editor, model, _unique(constraint))
 
-    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                           from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
@@ -361,36 +385,43 @@ class WithLockTimeout(Operation):
         for operation in self.operations:
             operation.state_forwards(app_label, state)
 
-    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                          from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         for operation in self.operations:
             to_state = from_state.clone()
             operation.state_forwards(app_label, to_state)
-            run_with_lock_timeout(schema_editor, _forwards(operation, app_label, schema_editor, from_state, to_state),
-                                  what=operation.describe())
+            run_with_lock_timeout(
+                schema_editor, _forwards(operation, app_label, schema_editor, from_state, to_state), what=operation.describe()
+            )
             from_state = to_state
 
-    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                           from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         states = [to_state]
         for operation in self.operations[:-1]:
             states.append(states[-1].clone())
             operation.state_forwards(app_label, states[-1])
         for operation, before in zip(reversed(self.operations), reversed(states), strict=True):
-            run_with_lock_timeout(schema_editor, _backwards(operation, app_label, schema_editor, from_state, before),
-                                  what=f"Reversing: {operation.describe()}")
+            run_with_lock_timeout(
+                schema_editor,
+                _backwards(operation, app_label, schema_editor, from_state, before),
+                what=f"Reversing: {operation.describe()}",
+            )
             from_state = before
 
 
-def _forwards(operation: Operation, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-              from_state: ProjectState, to_state: ProjectState) -> Callable[[], None]:
+def _forwards(
+    operation: Operation, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+) -> Callable[[], None]:
     return lambda: operation.database_forwards(app_label, schema_editor, from_state, to_state)
 
 
-def _backwards(operation: Operation, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-               from_state: ProjectState, to_state: ProjectState) -> Callable[[], None]:
+def _backwards(
+    operation: Operation, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+) -> Callable[[], None]:
     return lambda: operation.database_backwards(app_label, schema_editor, from_state, to_state)
-
 
 
 class AddCheckConstraintNotValid(AddConstraint):
@@ -408,15 +439,15 @@ class AddCheckConstraintNotValid(AddConstraint):
     def describe(self) -> str:
         return f"Create constraint {self.constraint.name} on model {self.model_name}, validated without a lock"
 
-    def database_forwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                          from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = to_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
         if not is_postgresql(schema_editor):
-            run_with_lock_timeout(schema_editor, lambda: schema_editor.add_constraint(model, self.constraint),
-                                  what=self.describe())
+            run_with_lock_timeout(schema_editor, lambda: schema_editor.add_constraint(model, self.constraint), what=self.describe())
             return
         table = schema_editor.quote_name(model._meta.db_table)
         name = schema_editor.quote_name(self.constraint.name)
@@ -426,10 +457,14 @@ class AddCheckConstraintNotValid(AddConstraint):
         with without_timeouts(schema_editor):
             schema_editor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
 
-    def database_backwards(self, app_label: str, schema_editor: BaseDatabaseSchemaEditor,
-                           from_state: ProjectState, to_state: ProjectState) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         _refuse_transaction(schema_editor, self)
         model = from_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            run_with_lock_timeout(schema_editor, lambda: schema_editor.remove_constraint(model, self.constraint),
-                                  what=f"Remove constraint {self.constraint.name}")
+            run_with_lock_timeout(
+                schema_editor,
+                lambda: schema_editor.remove_constraint(model, self.constraint),
+                what=f"Remove constraint {self.constraint.name}",
+            )

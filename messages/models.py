@@ -40,8 +40,7 @@ FINISHED_STATUSES = (MessageStatus.DELIVERED, MessageStatus.FAILED)
 STATE_INVARIANTS = [
     models.CheckConstraint(
         name="due_at_set_exactly_while_pending",
-        condition=Q(status__in=PENDING_STATUSES, due_at__isnull=False)
-        | (~Q(status__in=PENDING_STATUSES) & Q(due_at__isnull=True)),
+        condition=Q(status__in=PENDING_STATUSES, due_at__isnull=False) | (~Q(status__in=PENDING_STATUSES) & Q(due_at__isnull=True)),
     ),
     models.CheckConstraint(
         name="finished_at_set_exactly_once_finished",
@@ -54,7 +53,8 @@ STATE_INVARIANTS = [
         | (~Q(status=MessageStatus.SENDING) & Q(claim_token__isnull=True, claimed_at__isnull=True)),
     ),
     models.CheckConstraint(
-        name="enqueued_only_while_waiting", condition=Q(enqueued_at__isnull=True) | Q(status__in=WAITING_STATUSES),
+        name="enqueued_only_while_waiting",
+        condition=Q(enqueued_at__isnull=True) | Q(status__in=WAITING_STATUSES),
     ),
 ]
 
@@ -123,13 +123,9 @@ class Message(models.Model):
     delivery_id = models.CharField(  # noqa: DJ001
         max_length=40, unique=True, null=True, default=new_delivery_id, editable=False
     )
-    status = models.CharField(
-        max_length=10, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED
-    )
+    status = models.CharField(max_length=10, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED)
     schedule_to = models.DateTimeField(help_text="The moment the client asked for.")
-    due_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the next attempt is due; empty once finished."
-    )
+    due_at = models.DateTimeField(null=True, blank=True, help_text="When the next attempt is due; empty once finished.")
     webhook_url = models.CharField(max_length=2048)
     # The JSON text as received (encode_payload), sent as it is: never parsed again on the
     # delivery path, and kept in the client's key order (jsonb would reorder the keys).
@@ -146,9 +142,7 @@ class Message(models.Model):
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    enqueued_at = models.DateTimeField(
-        null=True, blank=True, help_text="When its current task was handed to the broker."
-    )
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When its current task was handed to the broker.")
     # The database's clock, never a worker's: the stale test compares it with the database's now.
     claimed_at = models.DateTimeField(
         null=True, blank=True, help_text="When its worker last renewed its claim (claimed, or still holding it)."
@@ -180,13 +174,9 @@ class Message(models.Model):
             # GET /messages?status=failed and the pruning of delivered history. Partial, like
             # the next one: a new message is in neither, so a create writes two B-trees fewer
             # (no CPU gain showed in-process, docs/benchmarks.md; the indexes stay smaller).
-            models.Index(
-                fields=["status", "finished_at"], name="by_status_finished_at", condition=Q(finished_at__isnull=False)
-            ),
+            models.Index(fields=["status", "finished_at"], name="by_status_finished_at", condition=Q(finished_at__isnull=False)),
             # The dispatcher's count of messages already waiting in the broker.
-            models.Index(
-                fields=["enqueued_at", "status"], name="by_enqueued_at_status", condition=Q(enqueued_at__isnull=False)
-            ),
+            models.Index(fields=["enqueued_at", "status"], name="by_enqueued_at_status", condition=Q(enqueued_at__isnull=False)),
             # GET /messages/{id} of a delivered id: its latest history.
             models.Index(fields=["owner", "message_id", "-created_at"], name="by_owner_message_id_created"),
             # GET /messages for one key, in next-run order (the dispatcher's scan stays on by_due_at_id).

@@ -28,9 +28,7 @@ def is_imminent(due_at: datetime, *, now: datetime) -> bool:
     return due_at <= now + timedelta(seconds=2 * settings.SCHEDULER_POLL_SECONDS)
 
 
-def enqueue_group(
-    message_pks: Sequence[int], *, eta: datetime | None, payload_bytes: int
-) -> None:
+def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, payload_bytes: int) -> None:
     """Sends one task for messages due together, to start DELIVERY_CLAIM_LEAD_MS before the
     first one's eta; raises when the broker is down. `payload_bytes` lets the worker reserve
     room for the payloads before it claims them."""
@@ -38,8 +36,11 @@ def enqueue_group(
     if eta is not None:
         eta -= timedelta(milliseconds=settings.DELIVERY_CLAIM_LEAD_MS)
     celery_app.send_task(
-        DELIVER_TASK, args=[list(message_pks)], kwargs={"payload_bytes": payload_bytes},
-        eta=eta, task_id=task_id,  # its queue is celeryconfig's route for DELIVER_TASK
+        DELIVER_TASK,
+        args=[list(message_pks)],
+        kwargs={"payload_bytes": payload_bytes},
+        eta=eta,
+        task_id=task_id,  # its queue is celeryconfig's route for DELIVER_TASK
     )
     if len(message_pks) == 1:
         # Revoking a shared task would stop its other messages: only lone tasks are revocable.
@@ -47,9 +48,7 @@ def enqueue_group(
         redis_keys.remember_task_id(message_pks[0], task_id, ttl_seconds=ttl)
 
 
-def enqueue_after_commit(
-    message: Message, *, due_at: datetime | None = None, enqueued_at: datetime | None = None
-) -> None:
+def enqueue_after_commit(message: Message, *, due_at: datetime | None = None, enqueued_at: datetime | None = None) -> None:
     """For a message just marked enqueued inside the current transaction, due at `due_at` and
     marked at `enqueued_at` (by default, what the instance says)."""
     due_at = due_at or message.due_at

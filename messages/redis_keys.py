@@ -39,9 +39,7 @@ LIMITER_REDIS_TIMEOUT_SECONDS = 0.25
 
 @cache
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-    )
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
 
 
 @cache

@@ -93,9 +93,7 @@ def cancel_message(*, owner_id: int, message_id: str) -> None:
     redis_keys.revoke_task_of(pk)
 
 
-def retry_message(
-    *, owner_id: int, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None
-) -> Message:
+def retry_message(*, owner_id: int, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None) -> Message:
     """Sends a failed message again, now or at `schedule_to`, with a fresh set of attempts."""
     now = now or timezone.now()
     with transaction.atomic():

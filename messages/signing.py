@@ -52,9 +52,7 @@ def _signers(keys: tuple[bytes, ...]) -> tuple[Webhook, ...]:
     return tuple(Webhook(key) for key in keys)
 
 
-def signature_headers(
-    *, message_id: str, body: bytes, now: datetime, secrets: Sequence[bytes] | None = None
-) -> dict[str, str]:
+def signature_headers(*, message_id: str, body: bytes, now: datetime, secrets: Sequence[bytes] | None = None) -> dict[str, str]:
     """The three headers, one v1 signature per key (settings.WEBHOOK_SIGNING_SECRETS, parsed by
     parse_signing_secrets when the settings load); empty when signing is off."""
     signers = _signers(tuple(settings.WEBHOOK_SIGNING_SECRETS if secrets is None else secrets))
@@ -64,7 +62,5 @@ def signature_headers(
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": " ".join(
-            signer.sign(msg_id=message_id, timestamp=now, data=data) for signer in signers
-        ),
+        "webhook-signature": " ".join(signer.sign(msg_id=message_id, timestamp=now, data=data) for signer in signers),
     }

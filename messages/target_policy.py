@@ -106,9 +106,14 @@ def is_internal_address(address: IPAddress) -> bool:
     """Loopback, private, carrier-grade NAT, reserved, link-local, metadata...: what
     WEBHOOK_BLOCK_PRIVATE_NETWORKS refuses, judged on the IPv4 address an IPv6 one carries."""
     return any(
-        judged.is_private or judged.is_loopback or judged.is_reserved or judged.is_multicast
-        or judged.is_unspecified or judged.is_link_local
-        or _in_any(judged, EXTRA_INTERNAL_NETWORKS) or _in_any(judged, ALWAYS_BLOCKED_NETWORKS)
+        judged.is_private
+        or judged.is_loopback
+        or judged.is_reserved
+        or judged.is_multicast
+        or judged.is_unspecified
+        or judged.is_link_local
+        or _in_any(judged, EXTRA_INTERNAL_NETWORKS)
+        or _in_any(judged, ALWAYS_BLOCKED_NETWORKS)
         for judged in _judged_addresses(address)
     )
 

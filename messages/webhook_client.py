@@ -86,8 +86,9 @@ def send_webhook(
     timeout_seconds: float,
     extra_headers: dict[str, str] | None = None,
 ) -> WebhookResult:
-    call = WebhookCall(url=url, body=body, message_id=message_id, timeout_seconds=timeout_seconds,
-                       extra_headers=extra_headers or {})
+    call = WebhookCall(
+        url=url, body=body, message_id=message_id, timeout_seconds=timeout_seconds, extra_headers=extra_headers or {}
+    )
     return send_webhooks([call])[0]
 
 
@@ -225,8 +226,7 @@ def new_session() -> aiohttp.ClientSession:
     no cookie jar (a Set-Cookie never reaches another message's call), no session-wide
     headers or credentials, and trust_env off (no proxy or .netrc from the worker's environment)."""
     connector = aiohttp.TCPConnector(limit=0, resolver=PolicyCheckedResolver(), ttl_dns_cache=10)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                 response_class=PeerRecordingResponse)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), response_class=PeerRecordingResponse)
 
 
 class CallLoop:

@@ -24,8 +24,19 @@ def find_redis_server() -> str:
 def redis_server_command(*, port: int, directory: str) -> list[str]:
     # Nothing on disk: the database holds every message, Redis only the queue.
     return [
-        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", directory, "--daemonize", "no",
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        directory,
+        "--daemonize",
+        "no",
     ]
 
 

@@ -48,17 +48,14 @@ def _refuse_placeholder_flower_login(value: str) -> None:
     for login in value.split(","):
         password = login.strip().partition(":")[2].lower()
         if password == "password" or password.startswith("change-me"):  # noqa: S105 - the refused ones
-            raise ImproperlyConfigured(
-                "FLOWER_BASIC_AUTH holds a placeholder password: set user:<a long random password>."
-            )
+            raise ImproperlyConfigured("FLOWER_BASIC_AUTH holds a placeholder password: set user:<a long random password>.")
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set it in the environment or in .env "
-            "(`make run` writes a random one on first start)."
+            "SECRET_KEY is not set. Set it in the environment or in .env (`make run` writes a random one on first start)."
         )
     SECRET_KEY = "insecure-development-only-key"  # noqa: S105 - only ever with DEBUG on
 _refuse_weak_secret("SECRET_KEY", SECRET_KEY)
@@ -185,8 +182,14 @@ def _database_from_env() -> dict:
         # A worker recording a call must not hang on a server that does not answer, nor on a
         # connection the network dropped silently (TCP alone gives up after ~15 minutes).
         options = database.setdefault("OPTIONS", {})
-        for name, value in {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-                            "keepalives_count": 3, "tcp_user_timeout": 15000}.items():
+        for name, value in {
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15000,
+        }.items():
             options.setdefault(name, value)
     # A connection per request (or per task) costs more than the request itself.
     database.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
@@ -310,6 +313,7 @@ def _ports_from_env() -> frozenset[int]:
             raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_PORTS: {text!r} is not a port number (1-65535).")
         ports.add(int(port))
     return frozenset(ports)
+
 
 # --- Scheduling and delivery -------------------------------------------------------------
 

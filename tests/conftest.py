@@ -98,8 +98,9 @@ def _let_the_worker_go_idle() -> None:
     """Before the test database is flushed: a worker still recording an attempt would hold row
     locks that PostgreSQL's TRUNCATE can deadlock with."""
     Message.objects.filter(status__in=WAITING_STATUSES).delete()
-    wait_until(lambda: not Message.objects.filter(status=MessageStatus.SENDING).exists(),
-               timeout=30, what="calls in flight to finish")
+    wait_until(
+        lambda: not Message.objects.filter(status=MessageStatus.SENDING).exists(), timeout=30, what="calls in flight to finish"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +120,9 @@ def _session_beat(worker_env: dict[str, str], _session_maintenance: processes.Ce
 
 
 @pytest.fixture
-def celery_beat(_session_beat: processes.CeleryProcess,
-                _session_maintenance: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
+def celery_beat(
+    _session_beat: processes.CeleryProcess, _session_maintenance: processes.CeleryProcess
+) -> Iterator[processes.CeleryProcess]:
     """The session's beat and the consumer of its ticks; a test that kills either gets it
     restarted afterwards."""
     yield _session_beat
@@ -146,15 +148,15 @@ def hostile() -> Iterator[HostileReceiver]:
 
 
 @pytest.fixture
-def service(celery_worker: processes.CeleryProcess, celery_beat: processes.CeleryProcess,
-            receiver: Receiver) -> Receiver:
+def service(celery_worker: processes.CeleryProcess, celery_beat: processes.CeleryProcess, receiver: Receiver) -> Receiver:
     """The whole service running (worker, beat and its consumer), delivering to `receiver`."""
     return receiver
 
 
 @pytest.fixture
-def hostile_service(celery_worker: processes.CeleryProcess, celery_beat: processes.CeleryProcess,
-                    hostile: HostileReceiver) -> HostileReceiver:
+def hostile_service(
+    celery_worker: processes.CeleryProcess, celery_beat: processes.CeleryProcess, hostile: HostileReceiver
+) -> HostileReceiver:
     """The whole service running, delivering to the `hostile` receiver."""
     return hostile
 

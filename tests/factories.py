@@ -19,8 +19,12 @@ _NOW = _Now()
 
 
 def make_message(
-    *, message_id: str = "msg-1", due_at: datetime | None | _Now = _NOW, status: str = MessageStatus.SCHEDULED,
-    webhook_url: str = "http://127.0.0.1:9/unused", **fields: Any,
+    *,
+    message_id: str = "msg-1",
+    due_at: datetime | None | _Now = _NOW,
+    status: str = MessageStatus.SCHEDULED,
+    webhook_url: str = "http://127.0.0.1:9/unused",
+    **fields: Any,
 ) -> Message:
     due_at = timezone.now() if isinstance(due_at, _Now) else due_at
     fields = {**consistent_state(status), **fields}

@@ -170,8 +170,7 @@ def test_probes_every_two_seconds_are_never_limited_at_the_default(settings, ano
     assert settings.API_PUBLIC_RATE_LIMIT == (120, 60.0)
     probes_per_window = 60 // 2
 
-    statuses = {anonymous_api.get(path).status_code for _ in range(probes_per_window)
-                for path in ["/livez", "/readyz", "/health"]}
+    statuses = {anonymous_api.get(path).status_code for _ in range(probes_per_window) for path in ["/livez", "/readyz", "/health"]}
 
     assert statuses == {200}
 
@@ -212,9 +211,7 @@ def test_a_successful_admin_login_does_not_count_as_a_failure(settings, client):
 # --- Redis down ----------------------------------------------------------------------------
 
 
-def test_with_redis_down_a_valid_token_is_served_and_failed_auth_is_still_limited_per_process(
-    settings, redis_down, api
-):
+def test_with_redis_down_a_valid_token_is_served_and_failed_auth_is_still_limited_per_process(settings, redis_down, api):
     # Given refusal on Redis errors but no per-key limit, and 2 failed authentications allowed
     settings.RATE_LIMIT_ON_REDIS_ERROR = "refuse"
     settings.API_FAILED_AUTH_LIMIT = (2, 60.0)
@@ -416,14 +413,19 @@ def test_limits_read_like_api_rate_limit_with_a_window_length(monkeypatch, text,
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("RATE_LIMIT_ON_REDIS_ERROR", "ignore"), ("API_FAILED_AUTH_LIMIT", "20/fortnight"),
-     ("ADMIN_LOGIN_FAILURE_LIMIT", "10/0min"), ("API_PUBLIC_RATE_LIMIT", "0/min")],
+    [
+        ("RATE_LIMIT_ON_REDIS_ERROR", "ignore"),
+        ("API_FAILED_AUTH_LIMIT", "20/fortnight"),
+        ("ADMIN_LOGIN_FAILURE_LIMIT", "10/0min"),
+        ("API_PUBLIC_RATE_LIMIT", "0/min"),
+    ],
 )
 def test_a_bad_limit_setting_fails_at_start_up(name, value):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", name: value}
 
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+    )
 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr

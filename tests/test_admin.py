@@ -66,8 +66,12 @@ def flashed(response) -> list[str]:
 
 def failed_message(message_id: str) -> Message:
     return make_message(
-        message_id=message_id, status=MessageStatus.FAILED, due_at=None,
-        finished_at=timezone.now() - timedelta(hours=1), attempt_count=3, last_status_code=503,
+        message_id=message_id,
+        status=MessageStatus.FAILED,
+        due_at=None,
+        finished_at=timezone.now() - timedelta(hours=1),
+        attempt_count=3,
+        last_status_code=503,
     )
 
 
@@ -86,10 +90,14 @@ def test_staff_can_sign_in_and_reach_the_message_list(client):
 
 def test_the_list_shows_due_time_relative_to_now_and_the_target_host(superuser_client):
     now = timezone.now()
-    make_message(message_id="later", due_at=now + timedelta(hours=3, minutes=1),
-                 webhook_url="https://hooks.example.com:8443/in?x=1")
-    make_message(message_id="overdue", due_at=now - timedelta(minutes=12, seconds=5),
-                 webhook_url="https://user:s3cret@other.example.org/hook")
+    make_message(
+        message_id="later", due_at=now + timedelta(hours=3, minutes=1), webhook_url="https://hooks.example.com:8443/in?x=1"
+    )
+    make_message(
+        message_id="overdue",
+        due_at=now - timedelta(minutes=12, seconds=5),
+        webhook_url="https://user:s3cret@other.example.org/hook",
+    )
     failed_message("gave-up")
 
     response = superuser_client.get(CHANGELIST)
@@ -106,9 +114,7 @@ def test_the_list_shows_due_time_relative_to_now_and_the_target_host(superuser_c
 
 
 @pytest.mark.parametrize("rows", [3, 30])
-def test_the_list_costs_the_same_number_of_queries_for_3_or_30_rows(
-    superuser_client, django_assert_max_num_queries, rows
-):
+def test_the_list_costs_the_same_number_of_queries_for_3_or_30_rows(superuser_client, django_assert_max_num_queries, rows):
     for number in range(rows):
         make_message(message_id=f"msg-{number}", last_error="ConnectTimeout")
 
@@ -202,7 +208,11 @@ def test_due_buckets_are_disjoint_and_cover_every_future_moment():
 def test_the_change_page_shows_the_payload_as_escaped_json_and_the_attempts(superuser_client):
     message = make_message(message_id="detailed", payload={"greeting": "<b>hi</b>"}, headers={"X-Trace": "t-1"})
     DeliveryAttempt.objects.create(
-        message=message, number=1, started_at=timezone.now(), duration_ms=120, status_code=503,
+        message=message,
+        number=1,
+        started_at=timezone.now(),
+        duration_ms=120,
+        status_code=503,
         response_excerpt="upstream down",
     )
 
@@ -394,14 +404,19 @@ def test_create_admin_refuses_a_weak_password(admin_env, monkeypatch):
 
 def stuck_message(message_id: str) -> Message:
     """In `sending`, its claim an hour old: recovery should have cleared it long ago."""
-    return make_message(message_id=message_id, status=MessageStatus.SENDING, claim_token=uuid.uuid4(),
-                        claimed_at=timezone.now() - timedelta(hours=1))
+    return make_message(
+        message_id=message_id,
+        status=MessageStatus.SENDING,
+        claim_token=uuid.uuid4(),
+        claimed_at=timezone.now() - timedelta(hours=1),
+    )
 
 
 def test_a_stuck_message_is_listed_by_its_filter_and_released_as_failed(ops_client):
     stuck = stuck_message("stuck-one")
-    in_flight = make_message(message_id="in-flight", status=MessageStatus.SENDING, claim_token=uuid.uuid4(),
-                             claimed_at=timezone.now())
+    in_flight = make_message(
+        message_id="in-flight", status=MessageStatus.SENDING, claim_token=uuid.uuid4(), claimed_at=timezone.now()
+    )
 
     listed = ops_client.get(CHANGELIST, {"claim": "stuck"})
     response = run_action(ops_client, "release_stuck", stuck, in_flight)

@@ -215,8 +215,7 @@ def test_status_filter_outside_the_listable_ones_is_refused(api, status):
 def test_cursor_paging_walks_every_message_once_with_a_steady_count(api):
     # Given five messages, three of them due at the same moment (the cursor must break ties)
     for index, schedule_to in enumerate(
-        ["2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z",
-         "2029-12-31T00:00:00Z"]
+        ["2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z", "2029-12-31T00:00:00Z"]
     ):
         schedule(api, f"paged-{index}", scheduleTo=schedule_to)
 
@@ -377,7 +376,10 @@ def test_deleted_id_is_free_again(api):
 
 def test_message_detail_shows_the_message_in_full(api):
     schedule(
-        api, "detailed", scheduleTo="2026-04-15T04:41:45+02:00", payload={"a": [1, 2]},
+        api,
+        "detailed",
+        scheduleTo="2026-04-15T04:41:45+02:00",
+        payload={"a": [1, 2]},
         webhookUrl="https://example.com/hook?x=1",
     )
 
@@ -464,9 +466,7 @@ BAD_CREDENTIALS = {
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED_ENDPOINTS)
 @pytest.mark.parametrize("authorization", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
-def test_every_endpoint_but_health_refuses_a_request_without_the_token(
-    anonymous_api, method, path, authorization
-):
+def test_every_endpoint_but_health_refuses_a_request_without_the_token(anonymous_api, method, path, authorization):
     # Given a message the request could touch
     stored_message("some-id", MessageStatus.FAILED)
     if authorization:
@@ -531,8 +531,11 @@ def test_every_domain_refusal_maps_to_one_status_in_one_place():
     from messages.api.errors import domain_error
 
     statuses = {
-        scheduling.MessageNotFound("x"): 404, scheduling.MessageIdTaken("x"): 409,
-        scheduling.MessageInFlight("x"): 409, scheduling.MessageNotFailed("x"): 409, listing.InvalidCursor("c"): 400,
+        scheduling.MessageNotFound("x"): 404,
+        scheduling.MessageIdTaken("x"): 409,
+        scheduling.MessageInFlight("x"): 409,
+        scheduling.MessageNotFailed("x"): 409,
+        listing.InvalidCursor("c"): 400,
     }
     for refusal, status in statuses.items():
         mapped = domain_error(refusal)

@@ -76,9 +76,7 @@ def test_schema_generates_with_no_warnings_and_validates(tmp_path):
     GENERATOR_STATS.reset()
     target = tmp_path / "openapi.json"
 
-    call_command(
-        "spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", "--file", str(target)
-    )
+    call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", "--file", str(target))
 
     assert not GENERATOR_STATS
     assert json.loads(target.read_text())["paths"]

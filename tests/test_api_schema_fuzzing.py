@@ -41,7 +41,8 @@ def test_every_operation_answers_generated_requests_as_documented(case):
 # the depth limit goes as raw JSON text in test_input_fuzzing: a deep Python value here would
 # take schemathesis's own generation past the recursion limit.)
 odd_strings = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12) | st.sampled_from(
-    ["\ud800", "a\udfffb", "\x00", "\ufffe", "\U0010ffff", "e\u0301\u202e"])
+    ["\ud800", "a\udfffb", "\x00", "\ufffe", "\U0010ffff", "e\u0301\u202e"]
+)
 odd_documents = st.recursive(
     odd_strings | st.integers() | st.none(),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(odd_strings, children, max_size=3),

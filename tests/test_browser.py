@@ -23,15 +23,26 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Without these, Chromium keeps reaching for Google's hosts, which this network refuses.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def ops_group() -> Group:
     """The group migration 0002 makes; earlier transactional tests flushed it, not its permissions."""
     group, _ = Group.objects.get_or_create(name="ops")
-    group.permissions.add(*Permission.objects.filter(
-        content_type__app_label="scheduler", codename__in=["view_message", "view_deliveryattempt", "run_message_actions"]))
+    group.permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="scheduler", codename__in=["view_message", "view_deliveryattempt", "run_message_actions"]
+        )
+    )
     return group
 
 
@@ -50,15 +61,20 @@ def page(monkeypatch, tmp_path):
         browser.close()
 
 
-def test_an_ops_user_delivers_a_scheduled_message_from_the_admin(page: Page, live_server, celery_worker,
-                                                                  celery_beat, receiver, hook_path):
+def test_an_ops_user_delivers_a_scheduled_message_from_the_admin(
+    page: Page, live_server, celery_worker, celery_beat, receiver, hook_path
+):
     # Given an ops user and a message due tomorrow
     user = User.objects.create_user("olga", password="a-long-ops-password-1", is_staff=True)
     user.groups.add(ops_group())
     # payload= is a Message property, which Model.__init__ sets; the django-stubs plugin knows only fields.
     Message.objects.create(  # type: ignore[misc]
-        owner_id=API_TOKEN_KEY_ID, message_id="browser-order-1", schedule_to=datetime.now(UTC) + timedelta(days=1),
-        due_at=datetime.now(UTC) + timedelta(days=1), webhook_url=receiver.url(hook_path), payload={"order": 1},
+        owner_id=API_TOKEN_KEY_ID,
+        message_id="browser-order-1",
+        schedule_to=datetime.now(UTC) + timedelta(days=1),
+        due_at=datetime.now(UTC) + timedelta(days=1),
+        webhook_url=receiver.url(hook_path),
+        payload={"order": 1},
     )
 
     # When she logs in, finds it and runs "Deliver now"
@@ -80,8 +96,11 @@ def test_an_ops_user_delivers_a_scheduled_message_from_the_admin(page: Page, liv
     # Then the real worker delivers it, and the admin shows it delivered
     calls = receiver.wait_for_calls(hook_path, 1, timeout=15)
     assert [call.json for call in calls] == [{"order": 1}]
-    wait_until(lambda: Message.objects.filter(message_id="browser-order-1", status=MessageStatus.DELIVERED).exists(),
-               timeout=10, what="the delivery to be recorded")
+    wait_until(
+        lambda: Message.objects.filter(message_id="browser-order-1", status=MessageStatus.DELIVERED).exists(),
+        timeout=10,
+        what="the delivery to be recorded",
+    )
     page.goto(f"{live_server.url}/admin/scheduler/message/?status__exact=delivered")
     expect(page.locator("#result_list")).to_contain_text("browser-order-1")
 
@@ -104,9 +123,13 @@ def test_an_ops_user_finds_no_secret_on_any_admin_page(page: Page, live_server):
     key, key_secret = create_api_key(name="agent")
     # payload= and headers= are Message properties, which Model.__init__ sets; the plugin knows only fields.
     message = Message.objects.create(  # type: ignore[misc]
-        owner_id=key.pk, message_id="with-credentials", schedule_to=datetime.now(UTC) + timedelta(days=1),
-        due_at=datetime.now(UTC) + timedelta(days=1), webhook_url="https://robot:pa55word-9c1@hooks.example.com/in",
-        payload={"order": 2}, headers={"Authorization": "Bearer downstream-token-51d2", "X-Api-Key": "k-77e0"},
+        owner_id=key.pk,
+        message_id="with-credentials",
+        schedule_to=datetime.now(UTC) + timedelta(days=1),
+        due_at=datetime.now(UTC) + timedelta(days=1),
+        webhook_url="https://robot:pa55word-9c1@hooks.example.com/in",
+        payload={"order": 2},
+        headers={"Authorization": "Bearer downstream-token-51d2", "X-Api-Key": "k-77e0"},
     )
     secrets = ["pa55word-9c1", "downstream-token-51d2", "k-77e0", key_secret]
 
@@ -116,8 +139,13 @@ def test_an_ops_user_finds_no_secret_on_any_admin_page(page: Page, live_server):
     page.fill("#id_password", "a-long-ops-password-2")
     page.click("input[type=submit]")
     expect(page.locator("#site-name")).to_be_visible()
-    pages = ["/admin/", "/admin/scheduler/message/", f"/admin/scheduler/message/{message.pk}/change/",
-             "/admin/scheduler/message/?q=with-credentials", "/admin/scheduler/apikey/"]
+    pages = [
+        "/admin/",
+        "/admin/scheduler/message/",
+        f"/admin/scheduler/message/{message.pk}/change/",
+        "/admin/scheduler/message/?q=with-credentials",
+        "/admin/scheduler/apikey/",
+    ]
     seen = []
     for path in pages:
         page.goto(f"{live_server.url}{path}")

@@ -129,6 +129,7 @@ def test_no_command_line_chooses_the_pool():
 
 # --- scheduler_project/broker_transport.py: the repair of kombu's Redis channel ------------------
 
+
 def test_the_broker_connection_uses_the_repaired_transport():
     transport = celery_app.connection_for_write().transport
 
@@ -185,6 +186,7 @@ def test_kombu_still_fails_a_gone_connection_with_attribute_error():
 
 
 # --- CELERY_DB_REUSE_MAX and Celery's Django fixup ---------------------------------------------------
+
 
 def a_task_the_worker_runs() -> SimpleNamespace:
     """What the fixup's task signals look at: the sender's request, not run eagerly."""

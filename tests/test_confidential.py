@@ -37,9 +37,16 @@ def stored_headers_column(pk: int) -> str:
 
 
 def test_header_values_are_stored_encrypted_and_never_in_the_clear(api):
-    response = api.post("/messages", {"id": "sealed", "scheduleTo": "2099-01-01T00:00:00Z", "payload": {},
-                                      "webhookUrl": "https://user:hunter2@example.com/hook",
-                                      "headers": SECRET_HEADERS})
+    response = api.post(
+        "/messages",
+        {
+            "id": "sealed",
+            "scheduleTo": "2099-01-01T00:00:00Z",
+            "payload": {},
+            "webhookUrl": "https://user:hunter2@example.com/hook",
+            "headers": SECRET_HEADERS,
+        },
+    )
     assert response.status_code == 200
 
     message = Message.objects.get(message_id="sealed")
@@ -50,8 +57,16 @@ def test_header_values_are_stored_encrypted_and_never_in_the_clear(api):
 
 
 def test_the_api_shows_header_names_and_masks_values_and_url_credentials(api):
-    api.post("/messages", {"id": "shown", "scheduleTo": "2099-01-01T00:00:00Z", "payload": {},
-                           "webhookUrl": "https://user:hunter2@example.com/hook?x=1", "headers": SECRET_HEADERS})
+    api.post(
+        "/messages",
+        {
+            "id": "shown",
+            "scheduleTo": "2099-01-01T00:00:00Z",
+            "payload": {},
+            "webhookUrl": "https://user:hunter2@example.com/hook?x=1",
+            "headers": SECRET_HEADERS,
+        },
+    )
 
     detail = api.get("/messages/shown")
 
@@ -62,12 +77,15 @@ def test_the_api_shows_header_names_and_masks_values_and_url_credentials(api):
         assert secret not in text
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://example.com/a", "https://example.com/a"),
-    ("https://u:p@example.com:8443/a?b=c", f"https://{MASK}@example.com:8443/a?b=c"),
-    ("http://token@[::1]:9/x", f"http://{MASK}@[::1]:9/x"),
-    ("https://a@b:c@example.com/", f"https://{MASK}@example.com/"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://example.com/a", "https://example.com/a"),
+        ("https://u:p@example.com:8443/a?b=c", f"https://{MASK}@example.com:8443/a?b=c"),
+        ("http://token@[::1]:9/x", f"http://{MASK}@[::1]:9/x"),
+        ("https://a@b:c@example.com/", f"https://{MASK}@example.com/"),
+    ],
+)
 def test_masked_url_hides_only_the_userinfo(url, shown):
     assert masked_url(url) == shown
 
@@ -134,10 +152,16 @@ def test_the_migration_gives_existing_messages_to_api_token_and_seals_their_head
     before = [("scheduler", "0004_payload_text_and_delivery_id")]
     executor.migrate(before)
     old_message = executor.loader.project_state(before).apps.get_model("scheduler", "Message")
-    row = old_message.objects.create(message_id="from-before", schedule_to="2026-01-01T00:00:00Z",
-                                     webhook_url="https://example.com/", payload_json="{}", headers=SECRET_HEADERS)
-    plain = old_message.objects.create(message_id="no-headers", schedule_to="2026-01-01T00:00:00Z",
-                                       webhook_url="https://example.com/", payload_json="{}")
+    row = old_message.objects.create(
+        message_id="from-before",
+        schedule_to="2026-01-01T00:00:00Z",
+        webhook_url="https://example.com/",
+        payload_json="{}",
+        headers=SECRET_HEADERS,
+    )
+    plain = old_message.objects.create(
+        message_id="no-headers", schedule_to="2026-01-01T00:00:00Z", webhook_url="https://example.com/", payload_json="{}"
+    )
 
     # When the migrations run
     executor = MigrationExecutor(connection)

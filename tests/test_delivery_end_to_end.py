@@ -82,7 +82,8 @@ def test_delivered_id_is_free_again(api, service, hook_path):
     service.wait_for_calls(hook_path, 1, timeout=10)
     wait_until(
         lambda: Message.objects.filter(message_id="reused", status=MessageStatus.DELIVERED).exists(),
-        timeout=5, what="delivery to be recorded",
+        timeout=5,
+        what="delivery to be recorded",
     )
     schedule(api, service, hook_path, message_id="reused", at=datetime.now(UTC))
     assert len(service.wait_for_calls(hook_path, 2, timeout=10)) == 2

@@ -28,8 +28,11 @@ SHORT_LIVED_CLAIMS = {
     "DELIVERY_DATABASE_TIMEOUT_SECONDS": "1",
 }
 # A claim that waits longer than this for a slot survives only by being renewed.
-UNRENEWED_LIFETIME_SECONDS = (CALL_TIMEOUT_SECONDS + float(SHORT_LIVED_CLAIMS["DELIVERY_RECORD_RETRY_SECONDS"])
-                              + float(SHORT_LIVED_CLAIMS["DELIVERY_CLAIM_GRACE_SECONDS"]))
+UNRENEWED_LIFETIME_SECONDS = (
+    CALL_TIMEOUT_SECONDS
+    + float(SHORT_LIVED_CLAIMS["DELIVERY_RECORD_RETRY_SECONDS"])
+    + float(SHORT_LIVED_CLAIMS["DELIVERY_CLAIM_GRACE_SECONDS"])
+)
 
 
 def short_lived_claims(worker_env: dict[str, str], *, slots: int) -> dict[str, str]:
@@ -71,8 +74,7 @@ def test_claims_waiting_for_a_call_slot_are_never_recovered_and_verify_when_sent
     assert "could not be renewed" not in narrow.log_path.read_text()
     attempts = DeliveryAttempt.objects.filter(message__message_id__in=slow + fast)
     assert not attempts.filter(error=delivery.WORKER_LOST).exists()
-    assert set(Message.objects.filter(message_id__in=slow + fast).values_list("status", flat=True)) == {
-        MessageStatus.DELIVERED}
+    assert set(Message.objects.filter(message_id__in=slow + fast).values_list("status", flat=True)) == {MessageStatus.DELIVERED}
     calls = [call for call in hostile.calls if call.path == f"/slow-ok/{run}" or call.path.startswith("/ok/fast-")]
     received = Counter(call.json["id"] for call in calls)
     assert received == Counter({message_id: 1 for message_id in slow + fast})
@@ -86,7 +88,8 @@ def test_claims_waiting_for_a_call_slot_are_never_recovered_and_verify_when_sent
 
 
 def test_a_stopping_worker_finishes_its_calls_and_gives_back_the_rest_uncounted(
-        api, celery_worker, celery_beat, worker_env, hostile, hook_path):
+    api, celery_worker, celery_beat, worker_env, hostile, hook_path
+):
     # Given the only delivery worker, with two call slots, holding six slow messages: two in
     # their calls, four claimed and waiting for a slot
     celery_worker.stop()
@@ -98,8 +101,11 @@ def test_a_stopping_worker_finishes_its_calls_and_gives_back_the_rest_uncounted(
     for message_id in ids:
         post_message(api, message_id, hostile.url(f"/slow-ok/{run}"), at=datetime.now(UTC), timeoutSeconds=10)
     assert len(hostile.wait_for_calls(f"/slow-ok/{run}", 2, timeout=15)) == 2
-    wait_until(lambda: Message.objects.filter(message_id__in=ids, status=MessageStatus.SENDING).count() == 6,
-               timeout=10, what="all six to be claimed")
+    wait_until(
+        lambda: Message.objects.filter(message_id__in=ids, status=MessageStatus.SENDING).count() == 6,
+        timeout=10,
+        what="all six to be claimed",
+    )
 
     # When it gets SIGTERM
     exit_code = worker.stop(grace=60)
@@ -119,14 +125,12 @@ def test_a_stopping_worker_finishes_its_calls_and_gives_back_the_rest_uncounted(
     assert not DeliveryAttempt.objects.filter(message__message_id__in=ids, error=delivery.WORKER_LOST).exists()
 
 
-def test_receivers_that_never_answer_stall_neither_other_messages_nor_beat(api, celery_worker, celery_beat,
-                                                                          hostile, hook_path):
+def test_receivers_that_never_answer_stall_neither_other_messages_nor_beat(api, celery_worker, celery_beat, hostile, hook_path):
     # Given 20 messages, each its own task, to receivers that accept and never answer
     run = hook_path.rsplit("/", 1)[1]
     hanging = [f"hang-{n}-{run}" for n in range(20)]
     for message_id in hanging:
-        post_message(api, message_id, hostile.url(f"/hang/{message_id}"), at=datetime.now(UTC), timeoutSeconds=12,
-             maxAttempts=1)
+        post_message(api, message_id, hostile.url(f"/hang/{message_id}"), at=datetime.now(UTC), timeoutSeconds=12, maxAttempts=1)
     for message_id in hanging:
         assert hostile.wait_for_calls(f"/hang/{message_id}", 1, timeout=10), message_id
 

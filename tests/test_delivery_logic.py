@@ -213,8 +213,10 @@ def test_a_failed_message_sent_again_by_hand_gets_a_fresh_set_of_attempts():
 def test_a_group_spread_over_its_window_sends_each_message_at_its_own_moment(receiver, hook_path):
     start = timezone.now()
     dues = [start + timedelta(milliseconds=offset) for offset in (100, 250, 350)]
-    messages = [make_message(message_id=f"spread-{n}", due_at=due, webhook_url=receiver.url(hook_path),
-                             payload={"n": n}) for n, due in enumerate(dues)]
+    messages = [
+        make_message(message_id=f"spread-{n}", due_at=due, webhook_url=receiver.url(hook_path), payload={"n": n})
+        for n, due in enumerate(dues)
+    ]
     # The task starts at its first message's eta
     wait_until(lambda: timezone.now() >= dues[0], timeout=1, interval=0.005, what="the first message's eta")
 
@@ -230,8 +232,10 @@ def test_a_group_spread_over_its_window_sends_each_message_at_its_own_moment(rec
 def test_a_task_started_the_claim_lead_early_claims_its_group_but_sends_nothing_early(receiver, hook_path):
     start = timezone.now()
     dues = [start + timedelta(milliseconds=offset) for offset in (300, 380)]
-    messages = [make_message(message_id=f"lead-{n}", due_at=due, webhook_url=receiver.url(hook_path),
-                             payload={"n": n}) for n, due in enumerate(dues)]
+    messages = [
+        make_message(message_id=f"lead-{n}", due_at=due, webhook_url=receiver.url(hook_path), payload={"n": n})
+        for n, due in enumerate(dues)
+    ]
 
     delivery.deliver_messages([message.pk for message in messages])  # at once: 300 ms early
 

@@ -83,9 +83,7 @@ def test_messages_due_at_one_moment_travel_in_one_task(redis_server):
     dispatch.enqueue_horizon(now=now)
 
     tasks = queued_tasks(redis_server)
-    assert sorted(map(sorted, (task["pks"] for task in tasks))) == sorted(
-        [sorted(message.pk for message in group), [lone.pk]]
-    )
+    assert sorted(map(sorted, (task["pks"] for task in tasks))) == sorted([sorted(message.pk for message in group), [lone.pk]])
 
 
 def test_a_broker_that_lost_its_data_gets_every_waiting_message_again(redis_server):

@@ -104,9 +104,16 @@ def test_a_serializer_with_shared_fields_refuses_partial_and_context():
 def test_shared_fields_give_each_thread_its_own_answer():
     # Given many threads validating at once, half of them invalid
     bodies = [
-        {"id": f"m-{number}", "scheduleTo": "2099-01-01T00:00:00Z", "webhookUrl": "https://example.com/",
-         "payload": {"n": number}, "headers": {"X-N": str(number)}, "maxAttempts": number % 20 + 1}
-        if number % 2 else {"id": "bad/id", "scheduleTo": "soon", "webhookUrl": "ftp://x", "payload": 1}
+        {
+            "id": f"m-{number}",
+            "scheduleTo": "2099-01-01T00:00:00Z",
+            "webhookUrl": "https://example.com/",
+            "payload": {"n": number},
+            "headers": {"X-N": str(number)},
+            "maxAttempts": number % 20 + 1,
+        }
+        if number % 2
+        else {"id": "bad/id", "scheduleTo": "soon", "webhookUrl": "ftp://x", "payload": 1}
         for number in range(400)
     ]
     results: dict[int, dict] = {}
@@ -145,9 +152,18 @@ def test_inserted_created_at_keeps_its_default_when_not_given():
 @pytest.mark.parametrize(
     ("accept", "query"),
     [
-        (None, ""), ("*/*", ""), ("application/json", ""), ("application/json; indent=4", ""), ("text/html", ""),
-        ("", ""), ("*/*;q=0.8", ""), ("text/*, */*", ""), (None, "format=json"), (None, "format=xml"),
-        ("*/*", "status=failed"), ("*/*", "format=json"),
+        (None, ""),
+        ("*/*", ""),
+        ("application/json", ""),
+        ("application/json; indent=4", ""),
+        ("text/html", ""),
+        ("", ""),
+        ("*/*;q=0.8", ""),
+        ("text/*, */*", ""),
+        (None, "format=json"),
+        (None, "format=xml"),
+        ("*/*", "status=failed"),
+        ("*/*", "format=json"),
     ],
 )
 @pytest.mark.parametrize("renderer_classes", [[JSONRenderer], [JSONRenderer, BrowsableAPIRenderer], [ParameterisedRenderer]])
@@ -159,8 +175,9 @@ def test_content_negotiation_answers_as_drf_does(accept, query, renderer_classes
     assert negotiated(ContentNegotiation(), request, renderers) == negotiated(DefaultContentNegotiation(), request, renderers)
 
 
-def negotiated(negotiation: DefaultContentNegotiation, request: Request, renderers: list,
-               format_suffix: str | None = None) -> object:
+def negotiated(
+    negotiation: DefaultContentNegotiation, request: Request, renderers: list, format_suffix: str | None = None
+) -> object:
     try:
         renderer, media_type = negotiation.select_renderer(request, renderers, format_suffix)
     except (NotAcceptable, Http404) as error:
@@ -169,6 +186,7 @@ def negotiated(negotiation: DefaultContentNegotiation, request: Request, rendere
 
 
 # --- the framework internals the shortcuts stand on: each test names the one that changed ------
+
 
 class _RolledBack(Exception):
     pass
@@ -229,14 +247,16 @@ def test_an_inserted_message_is_left_as_save_leaves_it():
     assert by_insert.pk is not None
     assert by_save.pk is not None
     # (Not a dict keyed by the instances: two messages with the same pk are equal models.)
-    inserted, saved = ({key: value for key, value in vars(instance).items() if key not in ("_state", "id")}
-                       for instance in (by_insert, by_save))
+    inserted, saved = (
+        {key: value for key, value in vars(instance).items() if key not in ("_state", "id")} for instance in (by_insert, by_save)
+    )
     assert inserted == saved, (
         "Model.save() now leaves other attributes on a new Message than Message.objects.insert writes "
         f"(Message._meta.db_returning_fields, pre_save): insert() {inserted}, save() {saved}"
     )
-    inserted_state, saved_state = ({key: value for key, value in vars(instance._state).items() if key != "fields_cache"}
-                                   for instance in (by_insert, by_save))
+    inserted_state, saved_state = (
+        {key: value for key, value in vars(instance._state).items() if key != "fields_cache"} for instance in (by_insert, by_save)
+    )
     assert inserted_state == saved_state == {"adding": False, "db": connection.alias}, (
         "django.db.models.base.ModelState after save() is no longer just adding=False and db=alias, which "
         f"Message.objects.insert writes by hand: insert() {inserted_state}, save() {saved_state}"
@@ -273,8 +293,14 @@ def test_drf_serializer_fields_is_still_a_cached_property_bound_through_binding_
 def test_binding_a_field_sets_only_what_shared_fields_assumes():
     """Sharing a field across instances is safe because bind() sets only these, once."""
     assumed = {"field_name", "parent", "label", "source", "source_attrs"}
-    for field in (serializers.CharField(), serializers.IntegerField(), serializers.DictField(child=serializers.CharField()),
-                  serializers.JSONField(), serializers.ChoiceField(choices=["a"]), serializers.RegexField("a")):
+    for field in (
+        serializers.CharField(),
+        serializers.IntegerField(),
+        serializers.DictField(child=serializers.CharField()),
+        serializers.JSONField(),
+        serializers.ChoiceField(choices=["a"]),
+        serializers.RegexField("a"),
+    ):
         before = dict(vars(field))
         field.bind(field_name="name", parent=serializers.Serializer())
         written = {key for key, value in vars(field).items() if key not in before or before[key] is not value}
@@ -286,8 +312,12 @@ def test_binding_a_field_sets_only_what_shared_fields_assumes():
 
 def _field_state(field: serializers.Field) -> list[dict]:
     """Each attribute of a field and of its child, containers copied, so a write in place shows."""
-    state = [{key: list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
-              for key, value in vars(field).items()}]
+    state = [
+        {
+            key: list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+            for key, value in vars(field).items()
+        }
+    ]
     child = getattr(field, "child", None)
     return state + (_field_state(child) if child is not None else [])
 
@@ -304,10 +334,28 @@ def test_validating_writes_nothing_to_the_shared_fields(serializer_class):
 
     # When valid and invalid bodies are validated
     for body in (
-        {"id": "m-1", "scheduleTo": "2099-01-01T00:00:00Z", "webhookUrl": "https://example.com/",
-         "payload": {"n": 1}, "headers": {"X-N": "1"}, "maxAttempts": 3, "status": "failed", "limit": 5},
-        {"id": "bad/id", "scheduleTo": "soon", "webhookUrl": "ftp://x", "payload": 1, "headers": {"X": 1},
-         "maxAttempts": 0, "timeoutSeconds": "x", "status": "nope", "limit": -1, "cursor": 5},
+        {
+            "id": "m-1",
+            "scheduleTo": "2099-01-01T00:00:00Z",
+            "webhookUrl": "https://example.com/",
+            "payload": {"n": 1},
+            "headers": {"X-N": "1"},
+            "maxAttempts": 3,
+            "status": "failed",
+            "limit": 5,
+        },
+        {
+            "id": "bad/id",
+            "scheduleTo": "soon",
+            "webhookUrl": "ftp://x",
+            "payload": 1,
+            "headers": {"X": 1},
+            "maxAttempts": 0,
+            "timeoutSeconds": "x",
+            "status": "nope",
+            "limit": -1,
+            "cursor": 5,
+        },
         {},
     ):
         serializer_class(data=body).is_valid()
@@ -335,8 +383,15 @@ def test_drf_validates_through_serializer_fields(monkeypatch):
     monkeypatch.setitem(vars(shared), "run_validation", watched)
 
     # When a new instance validates a body
-    serializer = ScheduleMessageSerializer(data={"id": "m", "scheduleTo": "2099-01-01T00:00:00Z", "maxAttempts": 4,
-                                                 "webhookUrl": "https://example.com/", "payload": {}})
+    serializer = ScheduleMessageSerializer(
+        data={
+            "id": "m",
+            "scheduleTo": "2099-01-01T00:00:00Z",
+            "maxAttempts": 4,
+            "webhookUrl": "https://example.com/",
+            "payload": {},
+        }
+    )
     assert serializer.is_valid(), serializer.errors
 
     # Then DRF validated it with the shared field, read from Serializer.fields
@@ -360,8 +415,9 @@ def test_drf_select_renderer_still_takes_what_the_shortcut_overrides():
 
 
 @pytest.mark.parametrize("accept", [None, "*/*"])
-@pytest.mark.parametrize("renderer_classes", [[JSONRenderer], [JSONRenderer, BrowsableAPIRenderer],
-                                              [ParameterisedRenderer, JSONRenderer]])
+@pytest.mark.parametrize(
+    "renderer_classes", [[JSONRenderer], [JSONRenderer, BrowsableAPIRenderer], [ParameterisedRenderer, JSONRenderer]]
+)
 def test_drf_still_answers_a_request_accepting_anything_as_the_shortcut_does(accept, renderer_classes):
     # Given a request that accepts anything, with no query string and no format suffix
     headers = {} if accept is None else {"HTTP_ACCEPT": accept}

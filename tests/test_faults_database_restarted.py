@@ -38,8 +38,7 @@ def test_postgresql_restarted_under_load_loses_and_duplicates_nothing(api, servi
     start = datetime.now(UTC) + timedelta(seconds=1)
     ids = [f"pg-{n}" for n in range(40)]
     for n, message_id in enumerate(ids):
-        schedule(api, service, hook_path, message_id=message_id, at=start + timedelta(seconds=n * 0.1),
-                 payload={"id": message_id})
+        schedule(api, service, hook_path, message_id=message_id, at=start + timedelta(seconds=n * 0.1), payload={"id": message_id})
     connection.close()
 
     # When PostgreSQL restarts in the middle of them: the first few delivered, the rest still due

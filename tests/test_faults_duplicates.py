@@ -36,8 +36,9 @@ def test_two_beats_and_two_workers_deliver_each_message_once(api, service, worke
         # Some inside the 3 s horizon, some beyond it: both paths, both beats, both workers.
         for n in range(20):
             message_id = f"pair-{n}"
-            schedule(api, service, hook_path, message_id=message_id, at=now + timedelta(seconds=1 + n * 0.3),
-                     payload={"id": message_id})
+            schedule(
+                api, service, hook_path, message_id=message_id, at=now + timedelta(seconds=1 + n * 0.3), payload={"id": message_id}
+            )
             ids.append(message_id)
         service.wait_for_calls(hook_path, 20, timeout=30)
         nothing_more_arrives(lambda: service.calls_to(hook_path), within=DUPLICATE_WINDOW_SECONDS, what="a duplicate")
@@ -66,8 +67,12 @@ def test_concurrent_posts_of_one_id_give_one_200_and_one_delivery(service, hook_
     statuses: list[int] = []
     barrier = threading.Barrier(8)
     # Due after the race is over: once delivered, the id would rightly be free again.
-    body = {"id": "race", "scheduleTo": (datetime.now(UTC) + timedelta(seconds=2)).isoformat(), "payload": {"id": "race"},
-            "webhookUrl": service.url(hook_path)}
+    body = {
+        "id": "race",
+        "scheduleTo": (datetime.now(UTC) + timedelta(seconds=2)).isoformat(),
+        "payload": {"id": "race"},
+        "webhookUrl": service.url(hook_path),
+    }
 
     def post() -> None:
         client = APIClient()

@@ -69,7 +69,8 @@ def test_worker_killed_mid_call_leaves_nothing_stuck_in_flight(api, service, cel
     # Then the stale claim is recovered and the message delivered on a later attempt
     wait_until(
         lambda: Message.objects.filter(message_id="mid-call", status=MessageStatus.DELIVERED).exists(),
-        timeout=40, what="the message to be delivered after recovery",
+        timeout=40,
+        what="the message to be delivered after recovery",
     )
     attempts = list(DeliveryAttempt.objects.filter(message__message_id="mid-call").order_by("number"))
     assert [(a.error, a.status_code) for a in attempts] == [(delivery.WORKER_LOST, None), ("", 200)]
@@ -89,11 +90,11 @@ def test_a_claim_whose_worker_died_before_calling_is_sent_exactly_once(api, serv
 
     # Then, once the claim has grown too old, it is recovered and sent once
     calls = service.wait_for_calls(hook_path, 1, timeout=40)
-    assert len(nothing_more_arrives(lambda: service.calls_to(hook_path), within=2, what="a second call")) \
-        == len(calls) == 1
+    assert len(nothing_more_arrives(lambda: service.calls_to(hook_path), within=2, what="a second call")) == len(calls) == 1
     wait_until(
         lambda: Message.objects.get(pk=message.pk).status == MessageStatus.DELIVERED,
-        timeout=5, what="delivery to be recorded",
+        timeout=5,
+        what="delivery to be recorded",
     )
 
 
@@ -105,8 +106,11 @@ def test_beat_killed_with_sigkill_loses_nothing(api, service, celery_beat, hook_
     celery_beat.kill()
     # Its last ticks may still be on their way to the maintenance worker: let them land, so
     # that the first heartbeat after the restart is the new beat's
-    wait_until(lambda: (age := redis_keys.seconds_since_heartbeat()) is None or age >= 2 * settings.SCHEDULER_POLL_SECONDS,
-               timeout=10, what="the killed beat's last tick to be recorded")
+    wait_until(
+        lambda: (age := redis_keys.seconds_since_heartbeat()) is None or age >= 2 * settings.SCHEDULER_POLL_SECONDS,
+        timeout=10,
+        what="the killed beat's last tick to be recorded",
+    )
 
     # When a new beat starts
     redis_keys.redis_client().delete(redis_keys.HEARTBEAT_KEY)
@@ -128,21 +132,32 @@ def test_web_server_killed_mid_request_leaves_no_half_message(worker_env, servic
     env = {**worker_env, "API_HOST": "127.0.0.1", "API_PORT": str(port), "WEB_CONCURRENCY": "1"}
 
     def start_web() -> subprocess.Popen:
-        web = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
-                               stdout=open(Path(RUN_DIR) / "web.log", "ab"), stderr=subprocess.STDOUT)
+        web = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=open(Path(RUN_DIR) / "web.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), timeout=30, what="the web server")
         return web
 
-    body = (f'{{"id": "half-sent", "scheduleTo": "{iso(datetime.now(UTC))}", "payload": {{"id": "half-sent"}}, '
-            f'"webhookUrl": "{service.url(hook_path)}"}}').encode()
+    body = (
+        f'{{"id": "half-sent", "scheduleTo": "{iso(datetime.now(UTC))}", "payload": {{"id": "half-sent"}}, '
+        f'"webhookUrl": "{service.url(hook_path)}"}}'
+    ).encode()
     web = start_web()
     try:
         # Given a POST whose body is half sent
         with socket.create_connection(("127.0.0.1", port)) as client:
-            client.sendall(b"POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-                           + settings.API_TOKEN.encode() + b"\r\n"
-                           b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
-                           + b"\r\n\r\n" + body[: len(body) // 2])
+            client.sendall(
+                b"POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + settings.API_TOKEN.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body[: len(body) // 2]
+            )
             # The server holds the half request, waiting for the rest
             nothing_more_arrives(lambda: _has_answered(client), within=0.5, what="an answer to the half-sent POST")
             # When the whole web server is killed with SIGKILL
@@ -154,8 +169,12 @@ def test_web_server_killed_mid_request_leaves_no_half_message(worker_env, servic
         # And once it is back, the client's retry is accepted and delivered once
         restarted = time.monotonic()
         web = start_web()
-        response = requests.post(f"http://127.0.0.1:{port}/messages", data=body, timeout=10,
-                                 headers={"Authorization": f"Bearer {settings.API_TOKEN}", "Content-Type": "application/json"})
+        response = requests.post(
+            f"http://127.0.0.1:{port}/messages",
+            data=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {settings.API_TOKEN}", "Content-Type": "application/json"},
+        )
         assert response.status_code == 200, response.text
         print(f"\nweb SIGKILL: accepting again {time.monotonic() - restarted:.1f} s after restart")
         service.wait_for_calls(hook_path, 1, timeout=10)

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.django_db
 
 def delivered(message_id: str, *, days_ago: float) -> Message:
     finished = timezone.now() - timedelta(days=days_ago)
-    message = make_message(message_id=message_id, status=MessageStatus.DELIVERED, due_at=None,
-                           finished_at=finished, payload={"blob": "x" * 10_000})
+    message = make_message(
+        message_id=message_id, status=MessageStatus.DELIVERED, due_at=None, finished_at=finished, payload={"blob": "x" * 10_000}
+    )
     DeliveryAttempt.objects.create(message=message, number=1, started_at=finished, duration_ms=5, status_code=200)
     return message
 
@@ -27,8 +28,9 @@ def delivered(message_id: str, *, days_ago: float) -> Message:
 def test_old_delivered_history_goes_with_its_attempts_and_the_rest_stays():
     old = [delivered(f"old-{n}", days_ago=8) for n in range(3)]
     recent = delivered("recent", days_ago=1)
-    failed = make_message(message_id="failed-long-ago", status=MessageStatus.FAILED, due_at=None,
-                          finished_at=timezone.now() - timedelta(days=30))
+    failed = make_message(
+        message_id="failed-long-ago", status=MessageStatus.FAILED, due_at=None, finished_at=timezone.now() - timedelta(days=30)
+    )
     waiting = make_message(message_id="waiting")
 
     assert prune_delivery_history(now=timezone.now(), keep_days=7) == 3

@@ -35,9 +35,7 @@ def connect(receiver: HostileReceiver, timeout: float = 5.0) -> socket.socket:
 
 
 def post(sock: socket.socket, path: str, body: bytes = b"{}", *, extra: bytes = b"") -> None:
-    sock.sendall(
-        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body)
-    )
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body))
 
 
 def read_head(sock: socket.socket) -> tuple[bytes, bytes]:

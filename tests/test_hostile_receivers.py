@@ -77,8 +77,14 @@ def test_hostile_receivers_never_touch_the_ordinary_messages_due_with_them(api, 
         # The name server's count tells a lookup that never reached it from one it answered.
         assert len(calls) == 1, (message_id, f"{RESOLVING_NAME} queried {dns_server.queries(RESOLVING_NAME)} times")
         assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS, message_id
-    wait_until(lambda: Message.objects.filter(message_id__in=[*ordinary, *by_name], status=MessageStatus.DELIVERED)
-               .count() == 2 * ORDINARY_COUNT, timeout=10, what="the ordinary deliveries to be recorded")
+    wait_until(
+        lambda: (
+            Message.objects.filter(message_id__in=[*ordinary, *by_name], status=MessageStatus.DELIVERED).count()
+            == 2 * ORDINARY_COUNT
+        ),
+        timeout=10,
+        what="the ordinary deliveries to be recorded",
+    )
 
     # And every hostile message ends, each call it got recorded as exactly one attempt
     wait_until_finished(hostile_ids, timeout=40)

@@ -17,8 +17,7 @@ from messages.models import Message
 pytestmark = pytest.mark.django_db
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-VALID = {"id": "fuzz", "scheduleTo": "2030-01-01T00:00:00Z", "payload": {"a": 1},
-         "webhookUrl": "http://127.0.0.1:9/hook"}
+VALID = {"id": "fuzz", "scheduleTo": "2030-01-01T00:00:00Z", "payload": {"a": 1}, "webhookUrl": "http://127.0.0.1:9/hook"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -67,8 +66,10 @@ def offset_forms(offset: timedelta) -> st.SearchStrategy[str]:
 def test_every_offset_form_is_stored_as_the_same_utc_moment(api, redis_server, moment, offset, data, fraction):
     suffix = data.draw(offset_forms(offset))
     text = moment.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%S") + fraction + suffix
-    expected = (moment.replace(microsecond=0, tzinfo=timezone(offset)) + timedelta(
-        microseconds=int((fraction[1:] or "0").ljust(6, "0")[:6]))).astimezone(UTC)
+    expected = (
+        moment.replace(microsecond=0, tzinfo=timezone(offset))
+        + timedelta(microseconds=int((fraction[1:] or "0").ljust(6, "0")[:6]))
+    ).astimezone(UTC)
 
     response = api.post("/messages", {**VALID, "scheduleTo": text})
 
@@ -127,8 +128,22 @@ def test_any_body_shape_is_accepted_or_refused_cleanly(api, redis_server, body):
 
 # What a JSON text can carry that Python's own strings make awkward: lone surrogates (only as
 # \u escapes), NUL, non-characters, characters outside the BMP, combining marks, bidi controls.
-ODD_CHARACTERS = ["\\ud800", "\\udfff", "\\udbff\\udfff", "\\u0000", "\\ufffe", "\\uffff", "\U0001f600",
-                  "e\u0301", "\u202e", "\u200b", "\\u2028", "\x7f", "\\\\", "\\\""]
+ODD_CHARACTERS = [
+    "\\ud800",
+    "\\udfff",
+    "\\udbff\\udfff",
+    "\\u0000",
+    "\\ufffe",
+    "\\uffff",
+    "\U0001f600",
+    "e\u0301",
+    "\u202e",
+    "\u200b",
+    "\\u2028",
+    "\x7f",
+    "\\\\",
+    '\\"',
+]
 odd_text = st.lists(st.sampled_from(ODD_CHARACTERS) | st.text(max_size=3), max_size=6).map("".join)
 
 
@@ -152,21 +167,20 @@ def post_raw_and_check(api, redis_server, raw: str) -> int:
 
 @FUZZ
 @given(depth=st.integers(min_value=1, max_value=5000), opener=st.sampled_from(["[", '{"k":']))
-def test_any_nesting_depth_is_accepted_up_to_the_limit_and_refused_past_it_never_a_500(
-    api, redis_server, depth, opener
-):
-    raw = ('{"id":"deep","scheduleTo":"2030-01-01T00:00:00Z","webhookUrl":"https://example.com/","payload":'
-           + nested(depth, opener) + "}")
+def test_any_nesting_depth_is_accepted_up_to_the_limit_and_refused_past_it_never_a_500(api, redis_server, depth, opener):
+    raw = (
+        '{"id":"deep","scheduleTo":"2030-01-01T00:00:00Z","webhookUrl":"https://example.com/","payload":'
+        + nested(depth, opener)
+        + "}"
+    )
     status = post_raw_and_check(api, redis_server, raw)
     assert (status == 200) == (depth <= 200)
 
 
 @FUZZ
-@given(field=st.sampled_from(["id", "payload", "webhookUrl", "scheduleTo", "header-name", "header-value"]),
-       text=odd_text)
+@given(field=st.sampled_from(["id", "payload", "webhookUrl", "scheduleTo", "header-name", "header-value"]), text=odd_text)
 def test_odd_unicode_anywhere_in_a_document_never_gives_a_500(api, redis_server, field, text):
-    fields = {"id": '"odd"', "scheduleTo": '"2030-01-01T00:00:00Z"', "webhookUrl": '"https://example.com/"',
-              "payload": '{"a":1}'}
+    fields = {"id": '"odd"', "scheduleTo": '"2030-01-01T00:00:00Z"', "webhookUrl": '"https://example.com/"', "payload": '{"a":1}'}
     if field == "payload":
         fields["payload"] = f'{{"s":"{text}","{text}":[1]}}'
     elif field == "header-name":
@@ -179,14 +193,17 @@ def test_odd_unicode_anywhere_in_a_document_never_gives_a_500(api, redis_server,
     post_raw_and_check(api, redis_server, raw)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status"), [
-    ("POST", "/messages", b"{not json", 400),
-    ("POST", "/messages", b'{"id": "\\ud800"}', 400),
-    ("GET", "/no/such/path", b"", 404),
-    ("PUT", "/messages", b"{}", 405),
-    ("PATCH", "/health", b"{}", 405),
-    ("POST", "/messages", b"[" * 3_000_000, 413),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/messages", b"{not json", 400),
+        ("POST", "/messages", b'{"id": "\\ud800"}', 400),
+        ("GET", "/no/such/path", b"", 404),
+        ("PUT", "/messages", b"{}", 405),
+        ("PATCH", "/health", b"{}", 405),
+        ("POST", "/messages", b"[" * 3_000_000, 413),
+    ],
+)
 def test_every_error_the_framework_raises_itself_is_json_with_a_detail(api, method, path, body, status):
     response = api.generic(method, path, body, content_type="application/json")
 

@@ -40,8 +40,12 @@ def post_raw(api, raw: bytes, content_type: str = "application/json"):
 def rows_before() -> int:
     # payload= is a Message property, which Model.__init__ sets; the django-stubs plugin knows only fields.
     Message.objects.create(  # type: ignore[misc]
-        owner_id=API_TOKEN_KEY_ID, message_id="already-there", schedule_to=datetime(2030, 1, 1, tzinfo=UTC),
-        due_at=datetime(2030, 1, 1, tzinfo=UTC), webhook_url="https://example.com", payload={},
+        owner_id=API_TOKEN_KEY_ID,
+        message_id="already-there",
+        schedule_to=datetime(2030, 1, 1, tzinfo=UTC),
+        due_at=datetime(2030, 1, 1, tzinfo=UTC),
+        webhook_url="https://example.com",
+        payload={},
     )
     return Message.objects.count()
 
@@ -281,9 +285,7 @@ def test_payload_of_exactly_one_mebibyte_is_accepted_at_the_default_limit(api):
     assert response.status_code == 200
 
 
-def test_body_larger_than_the_cap_is_refused_with_413_even_when_the_payload_is_small(
-    api, rows_before, settings
-):
+def test_body_larger_than_the_cap_is_refused_with_413_even_when_the_payload_is_small(api, rows_before, settings):
     # The cap is the payload limit plus room for the envelope (64 KiB)
     settings.PAYLOAD_MAX_BYTES = 100
     raw = json.dumps(message_body(padding="p" * 70_000)).encode()
@@ -428,9 +430,7 @@ def test_empty_object_names_every_missing_field(api, rows_before):
 
 
 def test_every_bad_field_is_named_at_once(api, rows_before):
-    response = api.post(
-        "/messages", message_body(scheduleTo="2026-04-15T02:41:45", payload="x", webhookUrl="ftp://x")
-    )
+    response = api.post("/messages", message_body(scheduleTo="2026-04-15T02:41:45", payload="x", webhookUrl="ftp://x"))
 
     body = assert_refused(response)
     assert set(body["errors"]) == {"scheduleTo", "payload", "webhookUrl"}
@@ -531,8 +531,10 @@ def test_option_at_its_bounds_is_accepted_and_stored(api, field, value, column):
 
 def test_a_payload_with_a_nul_character_is_refused_on_every_database(api):
     # Found by the hypothesis tests on PostgreSQL, whose jsonb cannot store U+0000: it was a 500.
-    response = api.post("/messages", {"id": "nul", "scheduleTo": "2030-01-01T00:00:00Z",
-                                      "payload": {"text": "a\x00b"}, "webhookUrl": "http://127.0.0.1:9/x"})
+    response = api.post(
+        "/messages",
+        {"id": "nul", "scheduleTo": "2030-01-01T00:00:00Z", "payload": {"text": "a\x00b"}, "webhookUrl": "http://127.0.0.1:9/x"},
+    )
     assert response.status_code == 400
     assert "NUL" in response.json()["detail"]
 
@@ -542,7 +544,8 @@ def test_a_payload_with_a_nul_character_is_refused_on_every_database(api):
 
 def test_json_nested_a_hundred_thousand_deep_is_refused_not_a_500(api, rows_before):
     raw = b'{"id":"deep","scheduleTo":"2030-01-01T00:00:00Z","webhookUrl":"https://example.com/","payload":' + (
-        b"[" * 100_000 + b"]" * 100_000 + b"}")
+        b"[" * 100_000 + b"]" * 100_000 + b"}"
+    )
 
     response = post_raw(api, raw)
 

@@ -32,17 +32,20 @@ def breaks(message: Message, **fields) -> bool:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("status", "fields", "constraint"), [
-    (MessageStatus.SCHEDULED, {"due_at": None}, "due_at_set_exactly_while_pending"),
-    (MessageStatus.DELIVERED, {"due_at": timezone.now()}, "due_at_set_exactly_while_pending"),
-    (MessageStatus.FAILED, {"finished_at": None}, "finished_at_set_exactly_once_finished"),
-    (MessageStatus.RETRYING, {"finished_at": timezone.now()}, "finished_at_set_exactly_once_finished"),
-    (MessageStatus.SENDING, {"claim_token": None}, "claim_held_exactly_while_sending"),
-    (MessageStatus.SENDING, {"claimed_at": None}, "claim_held_exactly_while_sending"),
-    (MessageStatus.SCHEDULED, {"claim_token": uuid.uuid4()}, "claim_held_exactly_while_sending"),
-    (MessageStatus.SENDING, {"enqueued_at": timezone.now()}, "enqueued_only_while_waiting"),
-    (MessageStatus.FAILED, {"enqueued_at": timezone.now()}, "enqueued_only_while_waiting"),
-])
+@pytest.mark.parametrize(
+    ("status", "fields", "constraint"),
+    [
+        (MessageStatus.SCHEDULED, {"due_at": None}, "due_at_set_exactly_while_pending"),
+        (MessageStatus.DELIVERED, {"due_at": timezone.now()}, "due_at_set_exactly_while_pending"),
+        (MessageStatus.FAILED, {"finished_at": None}, "finished_at_set_exactly_once_finished"),
+        (MessageStatus.RETRYING, {"finished_at": timezone.now()}, "finished_at_set_exactly_once_finished"),
+        (MessageStatus.SENDING, {"claim_token": None}, "claim_held_exactly_while_sending"),
+        (MessageStatus.SENDING, {"claimed_at": None}, "claim_held_exactly_while_sending"),
+        (MessageStatus.SCHEDULED, {"claim_token": uuid.uuid4()}, "claim_held_exactly_while_sending"),
+        (MessageStatus.SENDING, {"enqueued_at": timezone.now()}, "enqueued_only_while_waiting"),
+        (MessageStatus.FAILED, {"enqueued_at": timezone.now()}, "enqueued_only_while_waiting"),
+    ],
+)
 def test_each_invariant_is_enforced_by_the_database(status, fields, constraint):
     finished = status in (MessageStatus.DELIVERED, MessageStatus.FAILED)
     message = make_message(status=status, due_at=None if finished else timezone.now())
@@ -63,17 +66,29 @@ def test_every_transition_leaves_a_message_that_holds_the_invariants():
     claimed = Message.objects.get(pk=message.pk)
     assert message_states.release(claimed) == 1
     assert message_states.claim([message.pk], token=token, due_by=now) == 1
-    assert message_states.record_outcome([message.pk], status_code=503, error="", retry_at=now, finished=None,
-                                         now=now, enqueued_at=now) == 1
+    assert (
+        message_states.record_outcome(
+            [message.pk], status_code=503, error="", retry_at=now, finished=None, now=now, enqueued_at=now
+        )
+        == 1
+    )
     assert message_states.claim([message.pk], token=token, due_by=now) == 1
-    assert message_states.record_outcome([message.pk], status_code=None, error="ReadTimeout", retry_at=None,
-                                         finished=MessageStatus.FAILED, now=now) == 1
+    assert (
+        message_states.record_outcome(
+            [message.pk], status_code=None, error="ReadTimeout", retry_at=None, finished=MessageStatus.FAILED, now=now
+        )
+        == 1
+    )
     failed = Message.objects.get(pk=message.pk)
     message_states.reschedule(failed, due_at=now, enqueued_at=None, status=MessageStatus.SCHEDULED)
 
     final = Message.objects.get(pk=message.pk)
     assert (final.status, final.attempt_count, final.attempt_count_at_resend, final.finished_at) == (
-        MessageStatus.SCHEDULED, 2, 2, None)
+        MessageStatus.SCHEDULED,
+        2,
+        2,
+        None,
+    )
 
 
 def state_writes_outside_the_state_machine() -> list[str]:
@@ -117,7 +132,8 @@ def test_the_walk_finds_a_write_where_there_is_one(tmp_path, monkeypatch):
     fake = tmp_path / "messages"
     fake.mkdir()
     (fake / "rogue.py").write_text(
-        "def f(qs, m):\n    qs.update(status='failed')\n    m.due_at = None\n    Message(enqueued_at=1)\n")
+        "def f(qs, m):\n    qs.update(status='failed')\n    m.due_at = None\n    Message(enqueued_at=1)\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "MESSAGES_PACKAGE", fake)
 
     assert len(state_writes_outside_the_state_machine()) == 3

@@ -54,13 +54,17 @@ def test_messages_are_counted_by_status(api):
 
 
 def test_attempts_lateness_and_durations_are_exported(api):
-    metrics.count_attempts([
-        metrics.AttemptSample(verdict="delivered", result_class="2xx", duration_seconds=0.02, lateness_seconds=0.004),
-        metrics.AttemptSample(verdict="retry", result_class="ConnectionError", duration_seconds=0.001, lateness_seconds=7),
-    ])
-    metrics.count_attempts([
-        metrics.AttemptSample(verdict="failed", result_class="4xx", duration_seconds=0.3, lateness_seconds=None),
-    ])
+    metrics.count_attempts(
+        [
+            metrics.AttemptSample(verdict="delivered", result_class="2xx", duration_seconds=0.02, lateness_seconds=0.004),
+            metrics.AttemptSample(verdict="retry", result_class="ConnectionError", duration_seconds=0.001, lateness_seconds=7),
+        ]
+    )
+    metrics.count_attempts(
+        [
+            metrics.AttemptSample(verdict="failed", result_class="4xx", duration_seconds=0.3, lateness_seconds=None),
+        ]
+    )
 
     response = api.get("/metrics")
     values = samples(response)

@@ -36,8 +36,11 @@ needs_postgresql = pytest.mark.skipif(
 def conninfo() -> str:
     settings = connection.settings_dict
     return psycopg.conninfo.make_conninfo(
-        dbname=settings["NAME"], host=settings["HOST"] or None, port=settings["PORT"] or None,
-        user=settings["USER"] or None, password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"] or None,
+        password=settings["PASSWORD"] or None,
     )
 
 
@@ -85,8 +88,7 @@ def test_a_schema_change_behind_a_long_read_steps_aside_until_the_read_is_over(p
 
     # When a migration step needs its ACCESS EXCLUSIVE lock
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="messages.migration_operations"), \
-            connection.schema_editor(atomic=False) as editor:
+    with caplog.at_level(logging.WARNING, logger="messages.migration_operations"), connection.schema_editor(atomic=False) as editor:
         run_with_lock_timeout(editor, lambda: editor.execute("ALTER TABLE lock_probe ADD COLUMN added integer"))
     took = time.monotonic() - started
     done.set()

@@ -112,11 +112,21 @@ def new_message(message_id: str) -> dict:
     payload = {"message": message_id}
     payload_json = f'{{"message":"{message_id}"}}'
     return {
-        "message_id": message_id, "status": "scheduled", "schedule_to": "2099-01-01T00:00:00Z",
-        "due_at": "2099-01-01T00:00:00Z", "webhook_url": "https://receiver.example/load",
-        "payload": payload, "payload_json": payload_json, "payload_bytes": len(payload_json),
-        "headers": {}, "headers_sealed": "", "owner_id": 0, "attempt_count": 0, "attempt_count_at_resend": 0,
-        "last_error": "", "created_at": "2026-01-01T00:00:00Z",
+        "message_id": message_id,
+        "status": "scheduled",
+        "schedule_to": "2099-01-01T00:00:00Z",
+        "due_at": "2099-01-01T00:00:00Z",
+        "webhook_url": "https://receiver.example/load",
+        "payload": payload,
+        "payload_json": payload_json,
+        "payload_bytes": len(payload_json),
+        "headers": {},
+        "headers_sealed": "",
+        "owner_id": 0,
+        "attempt_count": 0,
+        "attempt_count_at_resend": 0,
+        "last_error": "",
+        "created_at": "2026-01-01T00:00:00Z",
     }
 
 
@@ -134,12 +144,18 @@ def scratch_database(django_db_setup: None, django_db_blocker) -> Iterator[tuple
     """(name, conninfo) of an empty database of this test's own, dropped afterwards."""
     with django_db_blocker.unblock():
         if connection.vendor != "postgresql":
-            pytest.skip("needs PostgreSQL (CI's second pass: DATABASE_URL=postgres://...): SQLite has no "
-                        "concurrent DDL to test, and a migration locks the whole file there anyway")
+            pytest.skip(
+                "needs PostgreSQL (CI's second pass: DATABASE_URL=postgres://...): SQLite has no "
+                "concurrent DDL to test, and a migration locks the whole file there anyway"
+            )
         settings = connection.settings_dict
     name = f"migrations_under_load_{uuid.uuid4().hex[:12]}"
-    server: dict[str, Any] = {"host": settings["HOST"] or None, "port": settings["PORT"] or None,
-              "user": settings["USER"] or None, "password": settings["PASSWORD"] or None}
+    server: dict[str, Any] = {
+        "host": settings["HOST"] or None,
+        "port": settings["PORT"] or None,
+        "user": settings["USER"] or None,
+        "password": settings["PASSWORD"] or None,
+    }
     admin = psycopg.conninfo.make_conninfo(dbname=settings["NAME"], **server)
     with psycopg.connect(admin, autocommit=True) as db:
         db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -169,8 +185,9 @@ def test_migrations_keep_a_populated_table_readable_and_writable(scratch_databas
 
     # When manage.py migrate takes it to the latest migration
     started = time.monotonic()
-    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=100)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=100
+    )
     took = time.monotonic() - started
     time.sleep(0.5)  # the service keeps going a moment after the last step
     service.stop.set()
@@ -178,9 +195,11 @@ def test_migrations_keep_a_populated_table_readable_and_writable(scratch_databas
     long_read.join(timeout=10)
 
     # Then it succeeded, and no read or write of the table waited anywhere near its timeout
-    print(f"\nmigrate took {took:.1f} s; the service ran {service.statements} statements, the longest "
-          f"{service.longest_s * 1000:.0f} ms ({service.slowest}); {service.timed_out} timed out"
-          f"{'; refused by the schema: ' + str(dict(service.refused)) if service.refused else ''}")
+    print(
+        f"\nmigrate took {took:.1f} s; the service ran {service.statements} statements, the longest "
+        f"{service.longest_s * 1000:.0f} ms ({service.slowest}); {service.timed_out} timed out"
+        f"{'; refused by the schema: ' + str(dict(service.refused)) if service.refused else ''}"
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     assert service.statements > 100, "the service thread did not get going"
     assert service.timed_out == 0

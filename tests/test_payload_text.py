@@ -18,8 +18,15 @@ PAYLOAD_TEXT = '{"zeta":1,"alpha":{"yy":[1,2.5,null],"b":"é"},"mid":true}'
 
 
 def post(api, receiver, hook_path, message_id: str = "ordered") -> None:
-    response = api.post("/messages", {"id": message_id, "scheduleTo": "2020-01-01T00:00:00Z",
-                                      "payload": json.loads(PAYLOAD_TEXT), "webhookUrl": receiver.url(hook_path)})
+    response = api.post(
+        "/messages",
+        {
+            "id": message_id,
+            "scheduleTo": "2020-01-01T00:00:00Z",
+            "payload": json.loads(PAYLOAD_TEXT),
+            "webhookUrl": receiver.url(hook_path),
+        },
+    )
     assert response.status_code == 200, response.content
 
 
@@ -46,12 +53,15 @@ def test_the_receiver_gets_exactly_the_stored_text(api, receiver, hook_path):
 def test_the_migration_gives_existing_rows_a_delivery_id_and_a_payload_size():
     # Given a message stored before 0004, its payload a JSON column
     executor = MigrationExecutor(connection)
-    before, after = [("scheduler", "0003_partial_indexes_for_finished_and_enqueued")], [
-        ("scheduler", "0004_payload_text_and_delivery_id")]
+    before, after = (
+        [("scheduler", "0003_partial_indexes_for_finished_and_enqueued")],
+        [("scheduler", "0004_payload_text_and_delivery_id")],
+    )
     executor.migrate(before)
     old_message = executor.loader.project_state(before).apps.get_model("scheduler", "Message")
-    row = old_message.objects.create(message_id="from-before", schedule_to="2026-01-01T00:00:00Z",
-                                     webhook_url="https://example.com/", payload={"kept": "é"})
+    row = old_message.objects.create(
+        message_id="from-before", schedule_to="2026-01-01T00:00:00Z", webhook_url="https://example.com/", payload={"kept": "é"}
+    )
 
     # When the migrations run (0004, and every later one the model below needs)
     executor = MigrationExecutor(connection)

@@ -113,8 +113,7 @@ def test_readyz_is_503_when_redis_is_down(redis_down, anonymous_api):
     response = anonymous_api.get("/readyz")
 
     assert response.status_code == 503
-    assert response.json() == {"status": "unready", "database": "connected", "redis": "disconnected",
-                               "failing": ["redis"]}
+    assert response.json() == {"status": "unready", "database": "connected", "redis": "disconnected", "failing": ["redis"]}
 
 
 def test_readyz_is_503_when_the_database_is_down(monkeypatch, anonymous_api):

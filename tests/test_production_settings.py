@@ -32,24 +32,40 @@ from tests.support.processes import ROOT
 
 def test_check_deploy_is_clean_with_the_documented_production_settings():
     env = {
-        "PATH": "/usr/bin:/bin", "READ_DOT_ENV": "false", "DEBUG": "false", "HTTPS": "true", "TRUSTED_PROXY_COUNT": "1",
-        "SECRET_KEY": secrets.token_urlsafe(50), "API_TOKEN": secrets.token_urlsafe(32),
-        "ALLOWED_HOSTS": "scheduler.example.com", "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+        "PATH": "/usr/bin:/bin",
+        "READ_DOT_ENV": "false",
+        "DEBUG": "false",
+        "HTTPS": "true",
+        "TRUSTED_PROXY_COUNT": "1",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "API_TOKEN": secrets.token_urlsafe(32),
+        "ALLOWED_HOSTS": "scheduler.example.com",
+        "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
         "DATABASE_URL": "sqlite:////tmp/check-deploy.sqlite3",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_the_web_server_refuses_to_start_without_an_api_token():
-    env = {"PATH": "/usr/bin:/bin", "READ_DOT_ENV": "false", "SECRET_KEY": "x" * 50,
-           "DJANGO_SETTINGS_MODULE": "scheduler_project.settings", "DATABASE_URL": "sqlite:////tmp/no-token.sqlite3"}
-    result = subprocess.run([sys.executable, "-c", "import scheduler_project.wsgi"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "READ_DOT_ENV": "false",
+        "SECRET_KEY": "x" * 50,
+        "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+        "DATABASE_URL": "sqlite:////tmp/no-token.sqlite3",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import scheduler_project.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "API_TOKEN is not set" in result.stderr
 
@@ -60,10 +76,19 @@ def test_payloads_and_tokens_never_reach_the_logs(api, receiver, hook_path, capl
 
     caplog.set_level(logging.DEBUG)
     secret_payload = {"card": "4111-1111-1111-1111"}
-    api.post("/messages", {"id": "quiet", "scheduleTo": "2020-01-01T00:00:00Z", "payload": secret_payload,
-                           "webhookUrl": receiver.url(hook_path), "headers": {"Authorization": "Bearer downstream-secret"}})
-    api.post("/messages", {"id": "quiet", "scheduleTo": "nonsense", "payload": secret_payload,
-                           "webhookUrl": receiver.url(hook_path)})
+    api.post(
+        "/messages",
+        {
+            "id": "quiet",
+            "scheduleTo": "2020-01-01T00:00:00Z",
+            "payload": secret_payload,
+            "webhookUrl": receiver.url(hook_path),
+            "headers": {"Authorization": "Bearer downstream-secret"},
+        },
+    )
+    api.post(
+        "/messages", {"id": "quiet", "scheduleTo": "nonsense", "payload": secret_payload, "webhookUrl": receiver.url(hook_path)}
+    )
     message = make_message(message_id="quiet-2", webhook_url=receiver.url(hook_path), payload=secret_payload)
     delivery.deliver_messages([message.pk])
 
@@ -75,8 +100,23 @@ def test_payloads_and_tokens_never_reach_the_logs(api, receiver, hook_path, capl
 def started_alone(process: str, run_dir: Path) -> list[str]:
     """The command line the Procfile starts each process with (no manage.py to run the checks)."""
     return {
-        "worker": ["-m", "celery", "-A", "scheduler_project", "worker", "-Q", "deliveries", "-P", "threads", "-c", "1",
-                   "-n", "refused@%h", "--without-gossip", "--without-mingle"],
+        "worker": [
+            "-m",
+            "celery",
+            "-A",
+            "scheduler_project",
+            "worker",
+            "-Q",
+            "deliveries",
+            "-P",
+            "threads",
+            "-c",
+            "1",
+            "-n",
+            "refused@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         "beat": ["-m", "celery", "-A", "scheduler_project", "beat", "-s", str(run_dir / "beat-schedule")],
         "web server": ["-m", "scheduler_project.web_server"],
     }[process]
@@ -88,8 +128,9 @@ def test_a_process_refuses_to_start_on_settings_that_fail_the_system_checks(proc
     env = processes.process_env(DELIVERY_CLAIM_RENEW_SECONDS="100", API_PORT=str(free_port()), WEB_CONCURRENCY="1")
 
     # When the process is started on its own
-    started = subprocess.run([sys.executable, *started_alone(process, tmp_path)], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
+    started = subprocess.run(
+        [sys.executable, *started_alone(process, tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
     # Then it exits at once, saying why
     output = started.stdout + started.stderr
@@ -100,10 +141,16 @@ def test_a_process_refuses_to_start_on_settings_that_fail_the_system_checks(proc
 
 def load_settings(**environment: str) -> subprocess.CompletedProcess[str]:
     """scheduler_project.settings imported in a fresh process, with these settings and no .env."""
-    env = {"PATH": "/usr/bin:/bin", "READ_DOT_ENV": "false", "SECRET_KEY": secrets.token_urlsafe(50),
-           "DATABASE_URL": "sqlite:////tmp/settings-load.sqlite3", **environment}
-    return subprocess.run([sys.executable, "-c", "import scheduler_project.settings"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "READ_DOT_ENV": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": "sqlite:////tmp/settings-load.sqlite3",
+        **environment,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import scheduler_project.settings"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 GUESSABLE_SECRETS = {
@@ -175,17 +222,23 @@ def file_modes(path: Path) -> dict[str, int]:
 def test_a_new_sqlite_database_and_its_wal_and_shm_files_are_private_from_creation(tmp_path):
     # Given a database file and a directory that do not exist yet
     database = tmp_path / "new" / "scheduler.sqlite3"
-    script = ("import django, json, os; django.setup(); from django.db import connection\n"
-              "with connection.cursor() as cursor: cursor.execute('CREATE TABLE probe (x)'); "
-              "cursor.execute('INSERT INTO probe VALUES (1)')\n"
-              "name = connection.settings_dict['NAME']\n"
-              "print(json.dumps({s: os.stat(name + s).st_mode & 0o777 for s in ('', '-wal', '-shm')}))")
-    env = {"PATH": "/usr/bin:/bin", "READ_DOT_ENV": "false", "SECRET_KEY": secrets.token_urlsafe(50),
-           "DJANGO_SETTINGS_MODULE": "scheduler_project.settings", "DATABASE_URL": f"sqlite:///{database}"}
+    script = (
+        "import django, json, os; django.setup(); from django.db import connection\n"
+        "with connection.cursor() as cursor: cursor.execute('CREATE TABLE probe (x)'); "
+        "cursor.execute('INSERT INTO probe VALUES (1)')\n"
+        "name = connection.settings_dict['NAME']\n"
+        "print(json.dumps({s: os.stat(name + s).st_mode & 0o777 for s in ('', '-wal', '-shm')}))"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "READ_DOT_ENV": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
 
     # When a process of the service opens it and writes (the -wal and -shm exist while it is open)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     # Then the directory is 0700 and every file 0600
     assert result.returncode == 0, result.stderr
@@ -194,9 +247,7 @@ def test_a_new_sqlite_database_and_its_wal_and_shm_files_are_private_from_creati
 
 
 @pytest.mark.parametrize(("before", "after"), [(0o644, 0o600), (0o664, 0o600), (0o640, 0o640), (0o600, 0o600)])
-def test_an_existing_database_readable_by_others_is_made_private_and_a_chosen_group_mode_is_kept(
-    tmp_path, before, after
-):
+def test_an_existing_database_readable_by_others_is_made_private_and_a_chosen_group_mode_is_kept(tmp_path, before, after):
     # Given a database an earlier version created (its -wal and -shm too), with mode `before`
     database = tmp_path / "scheduler.sqlite3"
     for suffix in ("", "-wal", "-shm"):

@@ -30,10 +30,23 @@ def decide(result: WebhookResult):
     return decide_after_attempt(result=result, attempt_number=1, max_attempts=5, retry_schedule=[10, 60], now=NOW)
 
 
-@pytest.mark.parametrize("value", [
-    "²", "١٢", "99999999999999999999999", "9" * 400, "Fri, 31 Dec 99999 23:59:59 GMT",
-    "Wed, 21 Oct 2015 07:28:00", "-5", "", " ", "1e9", "Mon, 32 Foo 2020 99:99:99 GMT", "\udcff\udcfe",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²",
+        "١٢",
+        "99999999999999999999999",
+        "9" * 400,
+        "Fri, 31 Dec 99999 23:59:59 GMT",
+        "Wed, 21 Oct 2015 07:28:00",
+        "-5",
+        "",
+        " ",
+        "1e9",
+        "Mon, 32 Foo 2020 99:99:99 GMT",
+        "\udcff\udcfe",
+    ],
+)
 def test_a_hostile_retry_after_is_ignored_and_the_schedule_applies(value):
     decision = decide(unavailable(value))
 
@@ -76,14 +89,16 @@ def test_a_policy_that_raises_on_one_result_costs_that_message_only_its_server_d
         return real(result=result, **kwargs)
 
     monkeypatch.setattr(delivery, "decide_after_attempt", fragile)
-    results = [unavailable("whatever"), WebhookResult(started_at=NOW, duration_ms=1, status_code=200),
-               WebhookResult(started_at=NOW, duration_ms=1, status_code=200)]
+    results = [
+        unavailable("whatever"),
+        WebhookResult(started_at=NOW, duration_ms=1, status_code=200),
+        WebhookResult(started_at=NOW, duration_ms=1, status_code=200),
+    ]
 
     delivery.record_attempts(list(zip(messages, results, strict=True)))
 
     statuses = dict(Message.objects.values_list("message_id", "status"))
-    assert statuses == {"group-0": MessageStatus.RETRYING, "group-1": MessageStatus.DELIVERED,
-                        "group-2": MessageStatus.DELIVERED}
+    assert statuses == {"group-0": MessageStatus.RETRYING, "group-1": MessageStatus.DELIVERED, "group-2": MessageStatus.DELIVERED}
     assert DeliveryAttempt.objects.count() == 3
 
 
@@ -98,8 +113,7 @@ def test_a_row_that_cannot_be_stored_falls_back_alone_and_keeps_a_minimal_record
         return real(outcomes, now=now)
 
     monkeypatch.setattr(delivery, "_store_attempts", store)
-    results = [WebhookResult(started_at=NOW, duration_ms=1, status_code=200, response_excerpt="fine")
-               for _ in messages]
+    results = [WebhookResult(started_at=NOW, duration_ms=1, status_code=200, response_excerpt="fine") for _ in messages]
 
     delivery.record_attempts(list(zip(messages, results, strict=True)))
 
@@ -128,8 +142,7 @@ def test_a_database_away_past_the_retries_leaves_the_batch_claimed_without_raisi
     monkeypatch.setattr(delivery, "_store_attempts", away)
     started = time.monotonic()
 
-    delivery.record_attempts([(message, WebhookResult(started_at=NOW, duration_ms=1, status_code=200))
-                              for message in messages])
+    delivery.record_attempts([(message, WebhookResult(started_at=NOW, duration_ms=1, status_code=200)) for message in messages])
 
     # One patience for the batch, not one per message
     assert time.monotonic() - started < 2

@@ -42,8 +42,10 @@ class RedisFailingSet:
 def post_due_now(api, receiver, hook_path: str, message_id: str):
     # Due within two polls of the POST: enqueued by the POST itself, after its commit.
     due = datetime.now(UTC) + timedelta(milliseconds=300)
-    return api.post("/messages", {"id": message_id, "scheduleTo": iso(due), "payload": {"id": message_id},
-                                  "webhookUrl": receiver.url(hook_path)})
+    return api.post(
+        "/messages",
+        {"id": message_id, "scheduleTo": iso(due), "payload": {"id": message_id}, "webhookUrl": receiver.url(hook_path)},
+    )
 
 
 @pytest.fixture
@@ -53,7 +55,8 @@ def no_rate_limit(settings):
 
 
 def test_redis_failing_to_keep_the_task_id_costs_only_the_revoke(
-        api, celery_worker, receiver, hook_path, monkeypatch, caplog, no_rate_limit):
+    api, celery_worker, receiver, hook_path, monkeypatch, caplog, no_rate_limit
+):
     # Given a Redis that takes the task but then fails the SET of its id
     failing = RedisFailingSet(redis_keys.redis_client())
     monkeypatch.setattr(redis_keys, "redis_client", lambda: failing)
@@ -70,7 +73,8 @@ def test_redis_failing_to_keep_the_task_id_costs_only_the_revoke(
 
 
 def test_a_broker_that_is_down_leaves_the_posted_message_to_the_dispatcher(
-        api, celery_worker, celery_beat, receiver, redis_server, hook_path, caplog, no_rate_limit):
+    api, celery_worker, celery_beat, receiver, redis_server, hook_path, caplog, no_rate_limit
+):
     # Given Redis is down
     redis_server.stop()
     try:
@@ -108,8 +112,11 @@ def become_a_replica(client: redis.Redis) -> None:
     client.replicaof("127.0.0.1", "1")  # of nothing: READONLY for every write
 
 
-@pytest.mark.parametrize("fault", [refuse_writes, become_a_replica, lambda client: client.shutdown(nosave=True)],
-                         ids=["out-of-memory", "read-only-replica", "down"])
+@pytest.mark.parametrize(
+    "fault",
+    [refuse_writes, become_a_replica, lambda client: client.shutdown(nosave=True)],
+    ids=["out-of-memory", "read-only-replica", "down"],
+)
 def test_what_redis_answers_a_task_with_reaches_the_caller_as_a_kombu_error(scratch_redis, fault):
     # Given a broker that refuses writes (a ResponseError), is a replica (another one), or is gone
     client = scratch_redis.client()
@@ -119,8 +126,7 @@ def test_what_redis_answers_a_task_with_reaches_the_caller_as_a_kombu_error(scra
         pass  # SHUTDOWN closes the connection it came on
 
     # When a task is sent, as enqueue_group sends it
-    with celery_app.connection_for_write(url=scratch_redis.url) as connection, \
-            pytest.raises(BrokerError) as raised:
+    with celery_app.connection_for_write(url=scratch_redis.url) as connection, pytest.raises(BrokerError) as raised:
         celery_app.send_task(DELIVER_TASK, args=[[1]], queue=DELIVERY_QUEUE, connection=connection)
 
     # Then kombu has wrapped redis-py's error: catching its OperationalError catches them all

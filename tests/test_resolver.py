@@ -142,9 +142,7 @@ def test_a_silent_name_server_does_not_delay_other_lookups(dns_server: DnsServer
 
 
 @pytest.mark.parametrize("failing_name", ["nope.test", "hang.test"], ids=["nxdomain", "silent"])
-def test_a_failed_lookup_is_remembered_so_the_next_one_does_not_reach_the_server(
-    dns_server: DnsServer, failing_name: str
-) -> None:
+def test_a_failed_lookup_is_remembered_so_the_next_one_does_not_reach_the_server(dns_server: DnsServer, failing_name: str) -> None:
     async def scenario(resolver: BoundedResolver) -> tuple[int, OSError | object, float]:
         await timed(resolver.resolve(failing_name, 443))
         queries_after_first = dns_server.queries(failing_name)
@@ -245,8 +243,7 @@ def test_the_first_lookup_in_a_new_process_resolves():
         "print(sorted(result['host'] for result in asyncio.run(first())))\n"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    completed = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True,
-                               timeout=60)
+    completed = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     assert completed.returncode == 0, completed.stderr
     assert "127.0.0.1" in completed.stdout

@@ -40,10 +40,10 @@ def test_every_answer_has_exactly_the_documented_keys(schema, api, anonymous_api
     # Given a pending message with a failed attempt, a failed message, and a page of two
     api.post("/messages", {**BODY, "id": "a", "headers": {"X-Key": "secret"}})
     api.post("/messages", {**BODY, "id": "b"})
-    attempted = make_message(message_id="attempted", status=MessageStatus.RETRYING, attempt_count=1,
-                             last_status_code=503)
-    DeliveryAttempt.objects.create(message=attempted, number=1, started_at=datetime.now(UTC), duration_ms=12,
-                                   status_code=503, response_excerpt="busy")
+    attempted = make_message(message_id="attempted", status=MessageStatus.RETRYING, attempt_count=1, last_status_code=503)
+    DeliveryAttempt.objects.create(
+        message=attempted, number=1, started_at=datetime.now(UTC), duration_ms=12, status_code=503, response_excerpt="busy"
+    )
     make_message(message_id="gave-up", status=MessageStatus.FAILED, due_at=None, last_error="timeout")
 
     # When every operation answers, each way it can

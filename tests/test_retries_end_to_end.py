@@ -49,8 +49,13 @@ def test_a_receiver_that_always_fails_leaves_the_message_failed_after_the_whole_
     listed = api.get("/messages?status=failed").json()
     assert [job["messageId"] for job in listed["scheduledJobs"]] == ["always-500"]
     # Its id stays taken until it is deleted
-    assert api.post("/messages", {"id": "always-500", "scheduleTo": "2030-01-01T00:00:00Z",
-                                  "payload": {}, "webhookUrl": service.url(hook_path)}).status_code == 409
+    assert (
+        api.post(
+            "/messages",
+            {"id": "always-500", "scheduleTo": "2030-01-01T00:00:00Z", "payload": {}, "webhookUrl": service.url(hook_path)},
+        ).status_code
+        == 409
+    )
     assert api.delete("/messages/always-500").status_code == 200
 
 
@@ -91,9 +96,16 @@ def test_retry_after_is_honoured(api, service, hook_path):
 def test_a_receiver_that_hangs_costs_one_attempt_by_timeout(api, service, hook_path):
     service.reply(hook_path, Reply(delay=3), then=Reply(status=200))
 
-    response = api.post("/messages", {"id": "hangs", "scheduleTo": datetime.now(UTC).isoformat(),
-                                      "payload": {"a": 1}, "webhookUrl": service.url(hook_path),
-                                      "timeoutSeconds": 1})
+    response = api.post(
+        "/messages",
+        {
+            "id": "hangs",
+            "scheduleTo": datetime.now(UTC).isoformat(),
+            "payload": {"a": 1},
+            "webhookUrl": service.url(hook_path),
+            "timeoutSeconds": 1,
+        },
+    )
     assert response.status_code == 200
 
     detail = wait_for_status(api, "hangs", "delivered")
@@ -114,8 +126,16 @@ def test_a_redirect_is_not_followed_and_fails(api, service, hook_path):
 
 def test_a_refused_connection_is_retried_until_the_receiver_is_back(api, service, hook_path):
     # Port 9 (discard) on loopback: nothing listens there, the connection is refused.
-    response = api.post("/messages", {"id": "nobody-home", "scheduleTo": datetime.now(UTC).isoformat(),
-                                      "payload": {}, "webhookUrl": "http://127.0.0.1:9/hook", "maxAttempts": 2})
+    response = api.post(
+        "/messages",
+        {
+            "id": "nobody-home",
+            "scheduleTo": datetime.now(UTC).isoformat(),
+            "payload": {},
+            "webhookUrl": "http://127.0.0.1:9/hook",
+            "maxAttempts": 2,
+        },
+    )
     assert response.status_code == 200
 
     detail = wait_for_status(api, "nobody-home", "failed")

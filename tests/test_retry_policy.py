@@ -20,8 +20,12 @@ def result(status_code: int | None = None, *, error: str = "", retry_after: str 
 
 def decide(res: WebhookResult, attempt_number: int = 1, max_attempts: int = 4):
     return decide_after_attempt(
-        result=res, attempt_number=attempt_number, max_attempts=max_attempts,
-        retry_schedule=SCHEDULE, now=NOW, rng=random.Random(7),
+        result=res,
+        attempt_number=attempt_number,
+        max_attempts=max_attempts,
+        retry_schedule=SCHEDULE,
+        now=NOW,
+        rng=random.Random(7),
     )
 
 
@@ -32,8 +36,17 @@ def test_any_2xx_is_delivered(status_code):
 
 @pytest.mark.parametrize(
     "res",
-    [result(500), result(502), result(503), result(599), result(408), result(429),
-     result(error="ConnectionError"), result(error="ReadTimeout"), result(error="WorkerLost")],
+    [
+        result(500),
+        result(502),
+        result(503),
+        result(599),
+        result(408),
+        result(429),
+        result(error="ConnectionError"),
+        result(error="ReadTimeout"),
+        result(error="WorkerLost"),
+    ],
 )
 def test_network_errors_timeouts_408_429_and_5xx_are_retried(res):
     assert is_retryable(res)

@@ -24,11 +24,20 @@ def imported_modules(path: Path) -> set[str]:
 
 def fixed_sleeps(path: Path) -> list[int]:
     """Lines that call time.sleep (or a bare sleep imported from time)."""
-    return [node.lineno for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Call) and (
-                (isinstance(node.func, ast.Attribute) and node.func.attr == "sleep"
-                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "time")
-                or (isinstance(node.func, ast.Name) and node.func.id == "sleep"))]
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and (
+            (
+                isinstance(node.func, ast.Attribute)
+                and node.func.attr == "sleep"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "time"
+            )
+            or (isinstance(node.func, ast.Name) and node.func.id == "sleep")
+        )
+    ]
 
 
 def runs_real_processes(path: Path) -> bool:
@@ -38,8 +47,7 @@ def runs_real_processes(path: Path) -> bool:
 
 @pytest.mark.parametrize("path", TEST_MODULES, ids=lambda path: path.name)
 def test_a_test_module_imports_no_other_test_module_nor_conftest(path):
-    borrowed = {module for module in imported_modules(path)
-                if module == "tests.conftest" or module.startswith("tests.test_")}
+    borrowed = {module for module in imported_modules(path) if module == "tests.conftest" or module.startswith("tests.test_")}
     assert borrowed == set(), f"move what {path.name} shares into tests/support/"
 
 

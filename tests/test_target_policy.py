@@ -22,14 +22,21 @@ pytestmark = pytest.mark.django_db
 
 
 def post(api, url: str):
-    return api.post("/messages", {"id": "target", "scheduleTo": datetime.now(UTC).isoformat(),
-                                  "payload": {}, "webhookUrl": url})
+    return api.post("/messages", {"id": "target", "scheduleTo": datetime.now(UTC).isoformat(), "payload": {}, "webhookUrl": url})
 
 
 @pytest.mark.parametrize(
-    "url", ["http://169.254.169.254/latest/meta-data", "http://[fd00:ec2::254]/", "http://[fe80::1]/",
-            "http://169.254.1.1:8080/x", "http://[::ffff:169.254.169.254]/", "http://[fd20:ce::254]/",
-            "http://100.100.100.200/latest/meta-data", "http://[2002:a9fe:a9fe::]/"],
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fd00:ec2::254]/",
+        "http://[fe80::1]/",
+        "http://169.254.1.1:8080/x",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fd20:ce::254]/",
+        "http://100.100.100.200/latest/meta-data",
+        "http://[2002:a9fe:a9fe::]/",
+    ],
 )
 def test_link_local_and_metadata_addresses_are_refused_whatever_the_settings(api, url):
     response = post(api, url)
@@ -44,8 +51,15 @@ def test_private_networks_are_allowed_by_default(api, url):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://10.0.0.5:5678/webhook", "http://127.0.0.1/", "http://[::1]/", "http://100.64.0.1/",
-            "http://0.0.0.0/", "http://172.16.0.1/"],
+    "url",
+    [
+        "http://10.0.0.5:5678/webhook",
+        "http://127.0.0.1/",
+        "http://[::1]/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://172.16.0.1/",
+    ],
 )
 def test_private_networks_are_refused_when_blocked(api, settings, url):
     settings.WEBHOOK_BLOCK_PRIVATE_NETWORKS = True
@@ -215,7 +229,8 @@ def test_a_listed_port_is_called_at_send_time(settings, receiver, hook_path):
 
 
 @pytest.mark.parametrize(
-    ("text", "ports"), [("", frozenset()), ("443, 8443", frozenset({443, 8443})), ("1,65535", frozenset({1, 65535}))],
+    ("text", "ports"),
+    [("", frozenset()), ("443, 8443", frozenset({443, 8443})), ("1,65535", frozenset({1, 65535}))],
 )
 def test_the_port_list_is_read_from_the_environment(monkeypatch, text, ports):
     monkeypatch.setenv("WEBHOOK_ALLOWED_PORTS", text)
@@ -232,10 +247,20 @@ def test_a_bad_port_list_stops_the_start(monkeypatch, text):
 @pytest.mark.parametrize(
     ("peer", "kept"),
     [
-        ("127.0.0.1", False), ("::1", False), ("10.0.0.5", False), ("100.64.0.1", False), ("fd12::1", False),
-        ("169.254.169.254", False), ("fe80::1%2", False), ("::ffff:192.168.1.1", False), ("fec0::1", False),
-        (None, False), ("", False),  # a peer the connection did not tell
-        ("93.184.215.14", True), ("2606:4700::1111", True), ("64:ff9b::808:808", True),
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("10.0.0.5", False),
+        ("100.64.0.1", False),
+        ("fd12::1", False),
+        ("169.254.169.254", False),
+        ("fe80::1%2", False),
+        ("::ffff:192.168.1.1", False),
+        ("fec0::1", False),
+        (None, False),
+        ("", False),  # a peer the connection did not tell
+        ("93.184.215.14", True),
+        ("2606:4700::1111", True),
+        ("64:ff9b::808:808", True),
     ],
 )
 def test_only_an_answer_from_outside_private_networks_keeps_its_excerpt_by_default(settings, peer, kept):

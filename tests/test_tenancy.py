@@ -33,8 +33,13 @@ def client_with(token: str) -> APIClient:
 
 
 def body(message_id: str, **fields) -> dict:
-    return {"id": message_id, "scheduleTo": FUTURE, "payload": {"for": message_id},
-            "webhookUrl": "https://example.com/hook", **fields}
+    return {
+        "id": message_id,
+        "scheduleTo": FUTURE,
+        "payload": {"for": message_id},
+        "webhookUrl": "https://example.com/hook",
+        **fields,
+    }
 
 
 @pytest.fixture
@@ -50,8 +55,14 @@ def key_b() -> tuple[ApiKey, APIClient]:
 
 
 def failed(owner: ApiKey, message_id: str) -> Message:
-    return make_message(owner_id=owner.pk, message_id=message_id, status=MessageStatus.FAILED, due_at=None,
-                        finished_at=timezone.now() - timedelta(minutes=5), attempt_count=3)
+    return make_message(
+        owner_id=owner.pk,
+        message_id=message_id,
+        status=MessageStatus.FAILED,
+        due_at=None,
+        finished_at=timezone.now() - timedelta(minutes=5),
+        attempt_count=3,
+    )
 
 
 def test_each_key_owns_what_it_creates_and_ids_are_unique_per_key(key_a, key_b):
@@ -158,7 +169,9 @@ def test_a_read_only_key_reads_its_messages_and_changes_nothing():
         assert response.status_code == 403, response.content
         assert "read-only" in response.json()["detail"]
     assert set(Message.objects.filter(owner=key).values_list("message_id", "status")) == {
-        ("mine", MessageStatus.SCHEDULED), ("mine-failed", MessageStatus.FAILED)}
+        ("mine", MessageStatus.SCHEDULED),
+        ("mine-failed", MessageStatus.FAILED),
+    }
 
 
 def test_create_api_key_prints_the_secret_once_as_its_last_line():
@@ -188,8 +201,7 @@ KEYS = reverse("admin:scheduler_apikey_changelist")
 
 
 def staff(username: str, *, groups: tuple[str, ...] = (), superuser: bool = False) -> User:
-    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, is_staff=True,
-                                    is_superuser=superuser)
+    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, is_staff=True, is_superuser=superuser)
     user.groups.add(*Group.objects.filter(name__in=groups))
     return user
 
@@ -237,8 +249,7 @@ def test_admin_actions_act_on_the_selected_owners_message(client, key_a, key_b):
 def test_revoking_a_key_needs_the_revoke_permission(client, key_a):
     a, _ = key_a
     viewer = staff("viewer", groups=("ops",))
-    viewer.user_permissions.add(*Permission.objects
-                                .filter(codename__in=["view_apikey", "change_apikey"]))
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_apikey", "change_apikey"]))
     client.force_login(viewer)
 
     client.post(KEYS, {"action": "revoke", "_selected_action": [a.pk], "index": 0}, follow=True)
@@ -253,8 +264,7 @@ def test_revoking_a_key_needs_the_revoke_permission(client, key_a):
 def test_the_api_token_row_is_not_revoked_from_the_admin(client):
     client.force_login(staff("root", superuser=True))
 
-    response = client.post(KEYS, {"action": "revoke", "_selected_action": [API_TOKEN_KEY_ID], "index": 0},
-                           follow=True)
+    response = client.post(KEYS, {"action": "revoke", "_selected_action": [API_TOKEN_KEY_ID], "index": 0}, follow=True)
 
     assert ApiKey.objects.get(pk=API_TOKEN_KEY_ID).revoked_at is None
     assert any("API_TOKEN" in str(message) for message in response.context["messages"])
@@ -319,5 +329,10 @@ def test_an_insert_that_fails_for_another_reason_than_the_id_is_not_reported_as_
     from messages import scheduling
 
     with pytest.raises(IntegrityError):
-        scheduling.schedule_message(owner_id=987654, message_id="orphan", schedule_to=timezone.now() + timedelta(days=1),
-                                    webhook_url="https://example.com/", payload_json="{}")
+        scheduling.schedule_message(
+            owner_id=987654,
+            message_id="orphan",
+            schedule_to=timezone.now() + timedelta(days=1),
+            webhook_url="https://example.com/",
+            payload_json="{}",
+        )

@@ -38,8 +38,10 @@ def test_an_unexpected_error_fails_that_call_only(monkeypatch, receiver, hook_pa
         return None
 
     monkeypatch.setattr(webhook_client, "host_block_reason", broken)
-    calls = [WebhookCall(url="http://broken.invalid/x", body=b"{}", message_id="a", timeout_seconds=2),
-             WebhookCall(url=receiver.url(hook_path), body=b"{}", message_id="b", timeout_seconds=2)]
+    calls = [
+        WebhookCall(url="http://broken.invalid/x", body=b"{}", message_id="a", timeout_seconds=2),
+        WebhookCall(url=receiver.url(hook_path), body=b"{}", message_id="b", timeout_seconds=2),
+    ]
 
     broken_result, good_result = send_webhooks(calls)
 
@@ -50,8 +52,10 @@ def test_an_unexpected_error_fails_that_call_only(monkeypatch, receiver, hook_pa
 def test_calls_wait_for_their_moment_and_run_side_by_side(receiver, hook_path):
     receiver.reply(hook_path, Reply(delay=0.3), then=Reply(delay=0.3))
     not_before = timezone.now() + timedelta(milliseconds=200)
-    calls = [WebhookCall(url=receiver.url(hook_path), body=b"{}", message_id=f"m{n}", timeout_seconds=5,
-                         not_before=not_before) for n in range(20)]
+    calls = [
+        WebhookCall(url=receiver.url(hook_path), body=b"{}", message_id=f"m{n}", timeout_seconds=5, not_before=not_before)
+        for n in range(20)
+    ]
 
     started = timezone.now()
     results = send_webhooks(calls)
@@ -64,8 +68,9 @@ def test_calls_wait_for_their_moment_and_run_side_by_side(receiver, hook_path):
 
 
 def test_a_request_the_client_refuses_to_send_fails_for_good(receiver, hook_path):
-    result = send_webhook(url=receiver.url(hook_path), body=b"{}", message_id="m", timeout_seconds=2,
-                          extra_headers={"X-Split": "a\r\nInjected: yes"})
+    result = send_webhook(
+        url=receiver.url(hook_path), body=b"{}", message_id="m", timeout_seconds=2, extra_headers={"X-Split": "a\r\nInjected: yes"}
+    )
 
     assert result.error == "InvalidRequest"
     assert not is_retryable(result)

@@ -1,8 +1,9 @@
 """The shapes of the API's answers: each serializer here both renders an answer and documents it
 in /openapi.json, so the two cannot drift apart.
 
-The old service's bytes are kept: instants in UTC with a `+00:00` offset (DRF would write `Z`),
-optional keys left out rather than null.
+Field names are the contract's (camelCase, and /health's snake_case). The old service's bytes
+are kept: instants in UTC with a `+00:00` offset (DRF would write `Z`), optional keys left out
+rather than null.
 """
 
 from __future__ import annotations
@@ -81,13 +82,13 @@ def validation_error_body(detail: str, errors: dict[str, list[str]]) -> dict[str
 class ScheduledSerializer(SharedFieldsSerializer):
     # Renders a message just scheduled (POST /messages, POST /messages/{id}/retry).
     status = serializers.ChoiceField(choices=[MessageStatus.SCHEDULED], help_text="Always `scheduled`.")
-    messageId = serializers.CharField(source="message_id")  # noqa: N815 - the contract's field names
+    messageId = serializers.CharField(source="message_id")
 
 
 class DeletedSerializer(SharedFieldsSerializer):
     # Renders {"status": "deleted", "messageId": id} from the id cancelled.
     status = serializers.SerializerMethodField()
-    messageId = serializers.CharField(source="*")  # noqa: N815
+    messageId = serializers.CharField(source="*")
 
     @extend_schema_field({"type": "string", "enum": ["deleted"], "description": "Always `deleted`."})
     def get_status(self, message_id: str) -> str:
@@ -97,9 +98,8 @@ class DeletedSerializer(SharedFieldsSerializer):
 class ListedMessageSerializer(SharedFieldsSerializer):
     # One item of GET /messages, as the old service listed its jobs. Renders a row of
     # listing.LISTED_FIELDS.
-    messageId = serializers.CharField(source="message_id")  # noqa: N815
-    nextRun = UtcInstantField(source="due_at", allow_null=True,  # noqa: N815
-                              help_text="UTC with a `+00:00` offset; null for a failed message.")
+    messageId = serializers.CharField(source="message_id")
+    nextRun = UtcInstantField(source="due_at", allow_null=True, help_text="UTC with a `+00:00` offset; null for a failed message.")
     trigger = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=LISTED_STATUSES)
 
@@ -122,27 +122,27 @@ class ListedMessageSerializer(SharedFieldsSerializer):
 
 class MessageListSerializer(SharedFieldsSerializer):
     # Renders a listing.MessagePage.
-    scheduledJobs = ListedMessageSerializer(source="messages", many=True)  # noqa: N815
+    scheduledJobs = ListedMessageSerializer(source="messages", many=True)
     count = serializers.IntegerField(help_text="All messages that match, not only this page's.")
-    countIsEstimate = TrueOrOmittedField(  # noqa: N815
-        source="count_is_estimate", required=False,
+    countIsEstimate = TrueOrOmittedField(
+        source="count_is_estimate",
+        required=False,
         help_text="Present (true) only when `count` is PostgreSQL's planner estimate: past 100,000 messages.",
     )
     next = OptionalCharField(
-        source="next_cursor", required=False,
+        source="next_cursor",
+        required=False,
         help_text="Cursor for the next page (pass as `cursor`); absent on the last page.",
     )
 
 
 class AttemptSerializer(SharedFieldsSerializer):
     number = serializers.IntegerField()
-    startedAt = UtcInstantField(source="started_at")  # noqa: N815
-    durationMs = serializers.IntegerField(source="duration_ms")  # noqa: N815
-    statusCode = serializers.IntegerField(  # noqa: N815
-        source="status_code", allow_null=True, help_text="Null when no response came."
-    )
+    startedAt = UtcInstantField(source="started_at")
+    durationMs = serializers.IntegerField(source="duration_ms")
+    statusCode = serializers.IntegerField(source="status_code", allow_null=True, help_text="Null when no response came.")
     error = NullWhenBlankCharField(allow_null=True, help_text="e.g. timeout, connection refused.")
-    responseExcerpt = serializers.CharField(  # noqa: N815
+    responseExcerpt = serializers.CharField(
         source="response_excerpt",
         help_text="The start of the response body; empty for a receiver on a private network "
         "unless WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS is on.",
@@ -151,8 +151,8 @@ class AttemptSerializer(SharedFieldsSerializer):
 
 class MessageDetailSerializer(SharedFieldsSerializer):
     # GET /messages/{id}: a Message with its attempts.
-    messageId = serializers.CharField(source="message_id")  # noqa: N815
-    deliveryId = serializers.CharField(  # noqa: N815
+    messageId = serializers.CharField(source="message_id")
+    deliveryId = serializers.CharField(
         source="delivery_id",
         allow_null=True,
         help_text="This message's own id, sent as `webhook-id` and `Idempotency-Key` on every attempt and "
@@ -160,29 +160,32 @@ class MessageDetailSerializer(SharedFieldsSerializer):
         "message stored before delivery ids existed: its receivers keep getting `messageId`.",
     )
     status = serializers.ChoiceField(choices=MessageStatus.choices)
-    scheduleTo = UtcInstantField(source="schedule_to")  # noqa: N815
-    nextRun = UtcInstantField(source="due_at", allow_null=True)  # noqa: N815
-    webhookUrl = serializers.SerializerMethodField()  # noqa: N815
+    scheduleTo = UtcInstantField(source="schedule_to")
+    nextRun = UtcInstantField(source="due_at", allow_null=True)
+    webhookUrl = serializers.SerializerMethodField()
     payload = serializers.JSONField(help_text="Parsed here, for the one message shown.")
     headers = serializers.SerializerMethodField()
-    maxAttempts = serializers.SerializerMethodField()  # noqa: N815
-    timeoutSeconds = serializers.SerializerMethodField()  # noqa: N815
-    attemptCount = serializers.IntegerField(source="attempt_count")  # noqa: N815
-    lastOutcome = serializers.SerializerMethodField()  # noqa: N815
-    createdAt = UtcInstantField(source="created_at")  # noqa: N815
-    finishedAt = UtcInstantField(source="finished_at", allow_null=True)  # noqa: N815
+    maxAttempts = serializers.SerializerMethodField()
+    timeoutSeconds = serializers.SerializerMethodField()
+    attemptCount = serializers.IntegerField(source="attempt_count")
+    lastOutcome = serializers.SerializerMethodField()
+    createdAt = UtcInstantField(source="created_at")
+    finishedAt = UtcInstantField(source="finished_at", allow_null=True)
     attempts = AttemptSerializer(many=True)
 
     # Credentials given for the receiver are never read back: userinfo and header values masked.
     @extend_schema_field({"type": "string", "description": "With any `user:password@` masked as `********@`."})
-    def get_webhookUrl(self, message: Message) -> str:  # noqa: N802
+    def get_webhookUrl(self, message: Message) -> str:
         return masked_url(message.webhook_url)
 
-    @extend_schema_field({
-        "type": "object", "additionalProperties": {"type": "string"},
-        "description": "The header names given, each value masked as `********`: values are stored "
-        "encrypted and never read back.",
-    })
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "The header names given, each value masked as `********`: values are stored "
+            "encrypted and never read back.",
+        }
+    )
     def get_headers(self, message: Message) -> dict[str, str]:
         try:
             return masked_headers(message.headers)
@@ -190,15 +193,15 @@ class MessageDetailSerializer(SharedFieldsSerializer):
             return {}
 
     @extend_schema_field(OpenApiTypes.INT)
-    def get_maxAttempts(self, message: Message) -> int:  # noqa: N802
+    def get_maxAttempts(self, message: Message) -> int:
         return message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS
 
     @extend_schema_field(OpenApiTypes.NUMBER)
-    def get_timeoutSeconds(self, message: Message) -> float:  # noqa: N802
+    def get_timeoutSeconds(self, message: Message) -> float:
         return message.timeout_seconds or settings.WEBHOOK_TIMEOUT_SECONDS
 
     @extend_schema_field({"type": "string", "nullable": True, "description": "e.g. `HTTP 503` or `timeout`."})
-    def get_lastOutcome(self, message: Message) -> str | None:  # noqa: N802
+    def get_lastOutcome(self, message: Message) -> str | None:
         if message.last_status_code is not None:
             return f"HTTP {message.last_status_code}"
         return message.last_error or None
@@ -223,7 +226,8 @@ class HealthSerializer(SharedFieldsSerializer):
         help_text="Messages not yet delivered: exact up to 100,000, past that PostgreSQL's planner estimate.",
     )
     worker_clock_skew_ms = serializers.FloatField(
-        allow_null=True, help_text="The dispatching worker's clock minus the database's, in milliseconds.",
+        allow_null=True,
+        help_text="The dispatching worker's clock minus the database's, in milliseconds.",
     )
     stuck_messages = serializers.IntegerField(
         allow_null=True,

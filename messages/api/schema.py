@@ -41,8 +41,7 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "The service's API_TOKEN or an API key made in the admin, sent as "
-            "`Authorization: Bearer <token>`.",
+            "description": "The service's API_TOKEN or an API key made in the admin, sent as `Authorization: Bearer <token>`.",
         }
 
 
@@ -112,14 +111,24 @@ MESSAGE_DETAIL = {
     ],
 }
 HEALTHY = {
-    "status": "healthy", "redis": "connected", "database": "connected",
-    "scheduler": "running", "scheduled_jobs": 3, "worker_clock_skew_ms": 0.4, "stuck_messages": 0, "failing": [],
+    "status": "healthy",
+    "redis": "connected",
+    "database": "connected",
+    "scheduler": "running",
+    "scheduled_jobs": 3,
+    "worker_clock_skew_ms": 0.4,
+    "stuck_messages": 0,
+    "failing": [],
 }
-DEGRADED = {**HEALTHY, "status": "degraded", "scheduler": "stopped", "worker_clock_skew_ms": None,
-            "failing": ["scheduler"]}
+DEGRADED = {**HEALTHY, "status": "degraded", "scheduler": "stopped", "worker_clock_skew_ms": None, "failing": ["scheduler"]}
 UNHEALTHY = {
-    "status": "unhealthy", "redis": "disconnected", "database": "connected",
-    "scheduler": "stopped", "scheduled_jobs": 3, "worker_clock_skew_ms": None, "stuck_messages": 0,
+    "status": "unhealthy",
+    "redis": "disconnected",
+    "database": "connected",
+    "scheduler": "stopped",
+    "scheduled_jobs": 3,
+    "worker_clock_skew_ms": None,
+    "stuck_messages": 0,
     "failing": ["redis"],
 }
 ALIVE = {"status": "alive"}
@@ -157,8 +166,7 @@ THROTTLED = _error(
     ("Failed authentications", "Too many failed authentications from this address; retry in 42 seconds."),
 )
 PUBLIC_THROTTLED = _error(
-    "More requests from this address than API_PUBLIC_RATE_LIMIT allows; the `Retry-After` header says when "
-    "to retry.",
+    "More requests from this address than API_PUBLIC_RATE_LIMIT allows; the `Retry-After` header says when to retry.",
     ("Rate limited", "Too many requests from this address; retry in 42 seconds."),
 )
 TOO_LARGE = _error(
@@ -208,8 +216,9 @@ schedule_message_docs = extend_schema(
             description="Scheduled.",
             examples=[_example("Scheduled", {"status": "scheduled", "messageId": "unique-message-id"})],
         ),
-        400: _invalid("A field is missing or invalid; nothing is stored.", "scheduleTo",
-                      "Must carry a UTC offset, e.g. 'Z' or '+02:00'."),
+        400: _invalid(
+            "A field is missing or invalid; nothing is stored.", "scheduleTo", "Must carry a UTC offset, e.g. 'Z' or '+02:00'."
+        ),
         401: UNAUTHORIZED,
         429: THROTTLED,
         409: _error(
@@ -228,7 +237,9 @@ list_messages_docs = extend_schema(
     "messages in the order they failed.",
     parameters=[
         OpenApiParameter(
-            "status", OpenApiTypes.STR, enum=list(_list_status.choices),
+            "status",
+            OpenApiTypes.STR,
+            enum=list(_list_status.choices),
             description="Only messages in this state; default: all not yet delivered.",
         ),
         OpenApiParameter(
@@ -251,8 +262,7 @@ list_messages_docs = extend_schema(
                 _example("Contract", {"scheduledJobs": [LISTED_MESSAGE], "count": 1}),
                 _example(
                     "Paged",
-                    {"scheduledJobs": [LISTED_MESSAGE], "count": 2,
-                     "next": "MjAyNi0wNC0xNVQwMjo0MTo0NSswMDowMHwx"},
+                    {"scheduledJobs": [LISTED_MESSAGE], "count": 2, "next": "MjAyNi0wNC0xNVQwMjo0MTo0NSswMDowMHwx"},
                     summary="limit=1 of 2: pass `next` as `cursor`",
                 ),
             ],
@@ -356,13 +366,10 @@ health_docs = extend_schema(
 liveness_docs = extend_schema(
     operation_id="liveness",
     summary="Liveness probe",
-    description="Answers as long as the web process does; reads neither the database nor Redis. "
-    "No authentication.",
+    description="Answers as long as the web process does; reads neither the database nor Redis. No authentication.",
     auth=[],
     responses={
-        200: OpenApiResponse(
-            LivenessSerializer, description="The process answers.", examples=[_example("Alive", ALIVE)]
-        ),
+        200: OpenApiResponse(LivenessSerializer, description="The process answers.", examples=[_example("Alive", ALIVE)]),
         429: PUBLIC_THROTTLED,
     },
 )
@@ -373,9 +380,7 @@ readiness_docs = extend_schema(
     description="Checks that the database (`SELECT 1`) and Redis (`PING`) answer, nothing more. No authentication.",
     auth=[],
     responses={
-        200: OpenApiResponse(
-            ReadinessSerializer, description="Ready for requests.", examples=[_example("Ready", READY)]
-        ),
+        200: OpenApiResponse(ReadinessSerializer, description="Ready for requests.", examples=[_example("Ready", READY)]),
         503: OpenApiResponse(
             ReadinessSerializer,
             description="The database or Redis does not answer.",
@@ -397,7 +402,7 @@ metrics_docs = extend_schema(
             examples=[
                 _example(
                     "Metrics",
-                    '# HELP scheduler_messages Messages in the database by status.\n'
+                    "# HELP scheduler_messages Messages in the database by status.\n"
                     '# TYPE scheduler_messages gauge\nscheduler_messages{status="scheduled"} 3.0\n',
                 )
             ],

@@ -28,9 +28,22 @@ PAYLOAD_MAX_DEPTH = 200
 # Set by the connection or by this service on every call: a message may not override them.
 RESERVED_HEADERS = frozenset(
     {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-        "content-type", "user-agent", IDEMPOTENCY_HEADER.lower(), MESSAGE_ID_HEADER.lower(), *SIGNATURE_HEADERS,
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "user-agent",
+        IDEMPOTENCY_HEADER.lower(),
+        MESSAGE_ID_HEADER.lower(),
+        *SIGNATURE_HEADERS,
     }
 )
 
@@ -152,8 +165,7 @@ class StrictRegexField(StrictStringMixin, serializers.RegexField):
 
 # The pattern is a necessary condition only (validate_webhook_url says more): a URL that
 # breaks it is always refused, so generated "invalid" requests are never accepted.
-@extend_schema_field({"type": "string", "maxLength": WEBHOOK_URL_MAX_LENGTH,
-                      "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$"})
+@extend_schema_field({"type": "string", "maxLength": WEBHOOK_URL_MAX_LENGTH, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$"})
 class WebhookUrlField(StrictCharField):
     """An absolute http(s) URL (validate_webhook_url has the rules)."""
 
@@ -179,23 +191,24 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
         trim_whitespace=False,
         error_messages={"invalid": "Must be 1 to 200 letters, digits or -_.:@+=~ characters."},
     )
-    scheduleTo = ScheduleToField()  # noqa: N815 - the contract's field names
+    scheduleTo = ScheduleToField()
     payload = PayloadField()
     # DRF ignores what a validator returns; its stubs want validators that return None.
-    webhookUrl = WebhookUrlField(trim_whitespace=False, validators=[validate_webhook_url])  # type: ignore[list-item]  # noqa: N815
+    webhookUrl = WebhookUrlField(trim_whitespace=False, validators=[validate_webhook_url])  # type: ignore[list-item]
     headers = serializers.DictField(
-        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False,
+        child=StrictCharField(allow_blank=True, trim_whitespace=False),
+        required=False,
         validators=[validate_headers],  # type: ignore[list-item]  # as webhookUrl's
     )
-    maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)  # noqa: N815
-    timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=TIMEOUT_SECONDS_MAX)  # noqa: N815
+    maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)
+    timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=TIMEOUT_SECONDS_MAX)
 
     def validate_payload(self, value: Any) -> str:
         return validate_payload(value)
 
 
 class RetryMessageSerializer(SharedFieldsSerializer):
-    scheduleTo = ScheduleToField(required=False)  # noqa: N815
+    scheduleTo = ScheduleToField(required=False)
 
 
 class ListMessagesSerializer(SharedFieldsSerializer):

@@ -40,7 +40,11 @@ def wait_until_finished(message_ids: Iterable[str], *, timeout: float) -> None:
     """Until each is delivered or failed: every attempt made and recorded, none in flight."""
     message_ids = list(message_ids)
     wait_until(
-        lambda: not Message.objects.filter(message_id__in=message_ids).exclude(
-            status__in=[MessageStatus.DELIVERED, MessageStatus.FAILED]).exists(),
-        timeout=timeout, what="every message to be delivered or failed",
+        lambda: (
+            not Message.objects.filter(message_id__in=message_ids)
+            .exclude(status__in=[MessageStatus.DELIVERED, MessageStatus.FAILED])
+            .exists()
+        ),
+        timeout=timeout,
+        what="every message to be delivered or failed",
     )

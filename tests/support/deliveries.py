@@ -34,7 +34,10 @@ def assert_each_delivered_once(receiver, path: str, ids: list[str], *, due: date
 def wait_until_held_by_the_worker(redis_server: RedisServer, ids: list[str]) -> None:
     """Beat has queued them (one task: they are due together) and the worker holds that task."""
     wait_until(
-        lambda: Message.objects.filter(message_id__in=ids, enqueued_at__isnull=False).count() == len(ids)
-        and redis_server.client().hlen("unacked") >= 1,
-        timeout=10, what="the worker to reserve the task",
+        lambda: (
+            Message.objects.filter(message_id__in=ids, enqueued_at__isnull=False).count() == len(ids)
+            and redis_server.client().hlen("unacked") >= 1
+        ),
+        timeout=10,
+        what="the worker to reserve the task",
     )

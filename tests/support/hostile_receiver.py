@@ -214,9 +214,7 @@ class HostileReceiver(RecordedCalls[Call]):
                 return
             if request is None:
                 return  # closed between two requests
-            self._record(
-                Call(request.path, request.headers, request.body, time.time(), method=request.method, query=request.query)
-            )
+            self._record(Call(request.path, request.headers, request.body, time.time(), method=request.method, query=request.query))
             exchange = _Exchange(request, self._options_for(request.path), reader, writer, self.base_url)
             behaviour = BEHAVIOURS.get(_first_segment(request.path), _unknown)
             if not await behaviour(exchange):

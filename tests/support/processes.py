@@ -28,9 +28,7 @@ class RedisServer:
 
     def start(self) -> None:
         log = open(Path(self.run_dir) / "redis.log", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            redis_server_command(port=self.port, directory=self.run_dir), stdout=log, stderr=log
-        )
+        self.process = subprocess.Popen(redis_server_command(port=self.port, directory=self.run_dir), stdout=log, stderr=log)
         wait_until(lambda: redis_answers(self.url), timeout=10, what="redis-server")
 
     def stop(self) -> None:
@@ -63,7 +61,10 @@ class CeleryProcess:
         self._log_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
             [sys.executable, "-m", *CELERY, *self.arguments],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_until_logged(self, text: str, *, timeout: float) -> None:
@@ -122,14 +123,13 @@ def _celery_worker(name: str, options: list[str], *, env: dict[str, str], run_di
     return CeleryProcess(
         name,
         ["worker", *options, "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, run_dir=run_dir,
+        env=env,
+        run_dir=run_dir,
     )
 
 
 def beat(name: str, *, env: dict[str, str], run_dir: str) -> CeleryProcess:
-    return CeleryProcess(
-        name, ["beat", "-l", "INFO", "-s", str(Path(run_dir) / f"{name}-schedule")], env=env, run_dir=run_dir
-    )
+    return CeleryProcess(name, ["beat", "-l", "INFO", "-s", str(Path(run_dir) / f"{name}-schedule")], env=env, run_dir=run_dir)
 
 
 def process_env(**extra: str) -> dict[str, str]:

@@ -77,7 +77,7 @@ class Receiver(RecordedCalls[ReceivedCall]):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 arrived_at = time.time()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver._record(ReceivedCall(self.path, dict(self.headers.items()), body, arrived_at))

@@ -13,8 +13,7 @@ from typing import TypeVar
 Observed = TypeVar("Observed")
 
 
-def wait_until(condition: Callable[[], object], *, timeout: float, interval: float = 0.05,
-               what: str = "condition") -> None:
+def wait_until(condition: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
     """Returns once `condition()` is true; raises TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -23,8 +22,9 @@ def wait_until(condition: Callable[[], object], *, timeout: float, interval: flo
         time.sleep(interval)
 
 
-def nothing_more_arrives(observe: Callable[[], Observed], *, within: float, interval: float = 0.05,
-                         what: str = "anything more") -> Observed:
+def nothing_more_arrives(
+    observe: Callable[[], Observed], *, within: float, interval: float = 0.05, what: str = "anything more"
+) -> Observed:
     """Asserts that what `observe()` returns (a receiver's calls, a count) stays as it is for
     `within` seconds: no duplicate, no late call. Fails at the first change; returns the value.
 

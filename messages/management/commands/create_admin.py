@@ -27,13 +27,11 @@ class Command(BaseCommand):
     help = "Creates a superuser (or, with --ops, an ops staff member) from ADMIN_USERNAME, ADMIN_PASSWORD, ADMIN_EMAIL."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--ops", action="store_true", help="Create a staff member of the ops group, not a superuser."
-        )
+        parser.add_argument("--ops", action="store_true", help="Create a staff member of the ops group, not a superuser.")
 
     def handle(self, *args: Any, ops: bool, **options: Any) -> None:
         username, password, email = read_credentials()
-        User = get_user_model()  # noqa: N806 - a class
+        User = get_user_model()
         if User._default_manager.filter(**{User.USERNAME_FIELD: username}).exists():
             # Safe to run on every deploy: an existing user (and its password) is left alone.
             self.stdout.write(f"User {username!r} already exists; nothing changed.")
@@ -69,7 +67,5 @@ def create_ops_member(*, username: str, password: str, email: str) -> None:
     except Group.DoesNotExist:
         raise CommandError(f"The {OPS_GROUP!r} group does not exist; run `manage.py migrate` first.") from None
     with transaction.atomic():
-        user = get_user_model()._default_manager.create_user(
-            username=username, email=email, password=password, is_staff=True
-        )
+        user = get_user_model()._default_manager.create_user(username=username, email=email, password=password, is_staff=True)
         user.groups.add(group)

@@ -27,7 +27,9 @@ class Command(BaseCommand):
         while True:
             with transaction.atomic():
                 batch = list(
-                    Message.objects.filter(pk__gt=last_pk).exclude(headers_sealed="").order_by("pk")
+                    Message.objects.filter(pk__gt=last_pk)
+                    .exclude(headers_sealed="")
+                    .order_by("pk")
                     .values_list("pk", "headers_sealed")[: options["batch"]]
                 )
                 for pk, sealed in batch:
