@@ -163,7 +163,7 @@ class MessageDetailSerializer(SharedFieldsSerializer):
     scheduleTo = UtcInstantField(source="schedule_to")
     nextRun = UtcInstantField(source="due_at", allow_null=True)
     webhookUrl = serializers.SerializerMethodField()
-    payload = serializers.JSONField(help_text="Parsed here, for the one message shown.")
+    payload = serializers.JSONField(help_text="The JSON object or array POSTed to `webhookUrl` on every attempt.")
     headers = serializers.SerializerMethodField()
     maxAttempts = serializers.SerializerMethodField()
     timeoutSeconds = serializers.SerializerMethodField()
