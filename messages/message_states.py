@@ -4,6 +4,7 @@
         ▲  ▲                │  │ └──record──▶ retrying ──claim──▶ sending
         │  └────release─────┘  └──record / release_stuck──▶ failed
         └──────────────── reschedule (retry, deliver now) ◀──────────┘
+    scheduled, retrying ──edit──▶ (the same), its plan or its next attempt changed
 
 The invariants, enforced by the database (models.STATE_INVARIANTS, migration 0006):
 - `due_at` is set exactly while a message is pending (scheduled, retrying, sending);
@@ -41,8 +42,11 @@ STATE_FIELDS = frozenset(
         "attempt_count_at_resend",
         "last_status_code",
         "last_error",
+        "version",
     }
 )
+# What every transition a client can see adds (Message.version: the ETag).
+NEXT_VERSION = F("version") + 1
 
 # --- Creation -------------------------------------------------------------------------------
 
@@ -81,7 +85,7 @@ def claim(message_pks: Iterable[int], *, token: UUID, due_by: datetime) -> int:
     return (
         Message.objects.filter(pk__in=list(message_pks))
         .waiting_until(due_by)
-        .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None)
+        .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None, version=NEXT_VERSION)
     )
 
 
@@ -96,7 +100,7 @@ def release(message: Message) -> int:
     """sending → waiting again, as before the claim (no attempt counts): the call was never made."""
     waiting = MessageStatus.RETRYING if message.attempt_count > message.attempt_count_at_resend else MessageStatus.SCHEDULED
     return Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token).update(
-        status=waiting, claim_token=None, claimed_at=None, enqueued_at=None
+        status=waiting, claim_token=None, claimed_at=None, enqueued_at=None, version=NEXT_VERSION
     )
 
 
@@ -124,6 +128,7 @@ def record_outcome(
         last_error=error,
         claimed_at=None,
         claim_token=None,
+        version=NEXT_VERSION,
         **moved,
     )
 
@@ -145,6 +150,7 @@ def release_stuck(message: Message, *, cutoff: datetime, now: datetime, reason: 
         finished_at=now,
         last_status_code=None,
         last_error=reason,
+        version=NEXT_VERSION,
     )
 
 
@@ -160,7 +166,24 @@ def reschedule(message: Message, *, due_at: datetime, enqueued_at: datetime | No
     message.status = status
     message.due_at = due_at
     message.enqueued_at = enqueued_at
-    message.save(update_fields=["status", "due_at", "enqueued_at", "attempt_count_at_resend", "finished_at"])
+    message.version += 1  # locked: no one else writes it meanwhile
+    message.save(update_fields=["status", "due_at", "enqueued_at", "attempt_count_at_resend", "finished_at", "version"])
+
+
+def edit(message: Message, *, changes: dict[str, Any], due_at: datetime | None, enqueued_at: datetime | None) -> bool:
+    """A waiting message (read, by the caller, at `message.version`) takes `changes` (its plan:
+    payload, URL, headers, limits) and, given `due_at`, a new next attempt. Guarded by the
+    version read: False, and nothing changed, when a claim, an attempt or another edit came
+    between. The message keeps its row, its delivery id and its history."""
+    moved: dict[str, Any] = {} if due_at is None else {"due_at": due_at, "enqueued_at": enqueued_at}
+    updated = Message.objects.filter(pk=message.pk, status__in=WAITING_STATUSES, version=message.version).update(
+        **changes, **moved, version=NEXT_VERSION
+    )
+    if updated:
+        for name, value in {**changes, **moved}.items():
+            setattr(message, name, value)
+        message.version += 1
+    return bool(updated)
 
 
 def cancel(message: Message) -> None:

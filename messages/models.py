@@ -150,6 +150,12 @@ class Message(models.Model):
     # Names the claim that may finish the call in flight; a stale worker's result is ignored.
     claim_token = models.UUIDField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Goes up by one with every change a client can see (an edit, a claim, an attempt, a resend),
+    # never with the service's own bookkeeping (enqueueing, renewing a claim): the ETag of GET and
+    # PATCH /messages/{id}, which If-Match compares. The database default serves the previous
+    # version's processes during an upgrade. IntegerField, not Positive: a CHECK on a new column
+    # would make PostgreSQL scan the table while it holds the lock.
+    version = models.IntegerField(default=1, db_default=1)
 
     objects = MessageQuerySet.as_manager()
 

@@ -34,6 +34,19 @@ class MessageNotFailed(Exception):
     """Only a failed message can be retried."""
 
 
+class MessageFinished(Exception):
+    """A delivered or failed message cannot be changed (a failed one is sent again by retry)."""
+
+
+class VersionMismatch(Exception):
+    """The message changed since the version the client names (If-Match)."""
+
+
+# How often an edit reads again after losing its guarded write to a claim, an attempt or another
+# edit without If-Match; each retry sees the winner's change, so a second loss is rare.
+EDIT_ATTEMPTS = 3
+
+
 def schedule_message(
     *,
     owner_id: int,
@@ -119,6 +132,66 @@ def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: st
     message_states.reschedule(message, due_at=due_at, enqueued_at=now if queue_now else None, status=status)
     if queue_now:
         enqueue_after_commit(message)
+
+
+def edit_message(
+    *,
+    owner_id: int,
+    message_id: str,
+    expected_version: int | None = None,
+    schedule_to: datetime | None = None,
+    webhook_url: str | None = None,
+    payload_json: str | None = None,
+    headers: dict[str, str] | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    now: datetime | None = None,
+) -> Message:
+    """Changes a waiting message in place: its delivery id and history stay. Moved later, it is
+    not sent at its old time (a task queued for then finds it not yet due); moved into the past,
+    it is queued at once, as a POST would be. `expected_version`: only if it is still that one."""
+    now = now or timezone.now()
+    changes: dict[str, object] = {}
+    if webhook_url is not None:
+        changes["webhook_url"] = webhook_url
+    if payload_json is not None:
+        changes.update(payload_json=payload_json, payload_bytes=len(payload_json.encode()))
+    if headers is not None:
+        changes["headers_sealed"] = seal_headers(headers)
+    if max_attempts is not None:
+        changes["max_attempts"] = max_attempts
+    if timeout_seconds is not None:
+        changes["timeout_seconds"] = timeout_seconds
+    queue_now = schedule_to is not None and is_imminent(schedule_to, now=now)
+    if schedule_to is not None:
+        changes["schedule_to"] = schedule_to
+    for _ in range(EDIT_ATTEMPTS):
+        with transaction.atomic():
+            message = _editable_message(owner_id, message_id, expected_version)
+            edited = message_states.edit(message, changes=changes, due_at=schedule_to, enqueued_at=now if queue_now else None)
+            if edited and queue_now:
+                enqueue_after_commit(message)
+        if edited:
+            if schedule_to is not None and not queue_now:
+                # Its old task, if alone, need not run; one that runs finds the message not yet
+                # due. Beat queues it again within the horizon of its new time.
+                redis_keys.revoke_task_of(message.pk)
+            return message
+    raise MessageInFlight(message_id)
+
+
+def _editable_message(owner_id: int, message_id: str, expected_version: int | None) -> Message:
+    try:
+        message = _locked_message(owner_id, message_id)
+    except MessageNotFound:
+        if Message.objects.owned_by(owner_id).filter(message_id=message_id, status=MessageStatus.DELIVERED).exists():
+            raise MessageFinished(message_id) from None
+        raise
+    if message.status == MessageStatus.FAILED:
+        raise MessageFinished(message_id)
+    if expected_version is not None and message.version != expected_version:
+        raise VersionMismatch(message_id)
+    return message
 
 
 def find_message(*, owner_id: int, message_id: str) -> Message:

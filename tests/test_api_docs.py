@@ -20,6 +20,7 @@ API_OPERATIONS = {
     ("/messages", "post"): "scheduleMessage",
     ("/messages", "get"): "listMessages",
     ("/messages/{id}", "get"): "getMessage",
+    ("/messages/{id}", "patch"): "editMessage",
     ("/messages/{id}", "delete"): "cancelMessage",
     ("/messages/{id}/retry", "post"): "retryMessage",
     ("/health", "get"): "health",

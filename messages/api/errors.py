@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from messages import listing, scheduling
-from messages.api.exceptions import Conflict, RequestTooLarge
+from messages.api.exceptions import Conflict, PreconditionFailed, RequestTooLarge
 from messages.api.responses import error_body, validation_error_body
 
 
@@ -26,7 +26,14 @@ def domain_error(exc: Exception) -> APIException | None:
     if isinstance(exc, scheduling.MessageIdTaken):
         return Conflict(f"A message with id {message_id!r} already exists.")
     if isinstance(exc, scheduling.MessageInFlight):
-        return Conflict(f"Message {message_id!r} is being delivered right now; it can no longer be cancelled.")
+        return Conflict(f"Message {message_id!r} is being delivered right now; it can no longer be cancelled or changed.")
+    if isinstance(exc, scheduling.MessageFinished):
+        return Conflict(
+            f"Message {message_id!r} has been delivered or has failed; it can no longer be changed "
+            "(a failed message is sent again by POST /messages/{id}/retry)."
+        )
+    if isinstance(exc, scheduling.VersionMismatch):
+        return PreconditionFailed(f"Message {message_id!r} has changed since the version If-Match names; read it again.")
     if isinstance(exc, scheduling.MessageNotFailed):
         return Conflict(f"Message {message_id!r} has not failed; only failed messages can be retried.")
     if isinstance(exc, listing.InvalidCursor):

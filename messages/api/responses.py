@@ -172,6 +172,10 @@ class MessageDetailSerializer(SharedFieldsSerializer):
     createdAt = UtcInstantField(source="created_at")
     finishedAt = UtcInstantField(source="finished_at", allow_null=True)
     attempts = AttemptSerializer(many=True)
+    version = serializers.IntegerField(
+        help_text="Goes up with every change a client can see (an edit, a claim, an attempt, a resend); the "
+        "answer's `ETag` is it in quotes, which PATCH's `If-Match` compares."
+    )
 
     # Credentials given for the receiver are never read back: userinfo and header values masked.
     @extend_schema_field({"type": "string", "description": "With any `user:password@` masked as `********@`."})

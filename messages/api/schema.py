@@ -25,6 +25,7 @@ from messages.api.responses import (
 )
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
+    EditMessageSerializer,
     ListMessagesSerializer,
     RetryMessageSerializer,
     ScheduleMessageSerializer,
@@ -109,6 +110,7 @@ MESSAGE_DETAIL = {
             "responseExcerpt": "Service Unavailable",
         }
     ],
+    "version": 3,
 }
 HEALTHY = {
     "status": "healthy",
@@ -273,11 +275,19 @@ list_messages_docs = extend_schema(
     },
 )
 
+ETAG = OpenApiParameter(
+    "ETag",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200],
+    description='The message\'s `version` in quotes, e.g. `"3"`: give it as `If-Match` to PATCH.',
+)
+
 get_message_docs = extend_schema(
     operation_id="getMessage",
     summary="One message in full",
     description="A pending or failed message, or else the latest delivered one still kept as history.",
-    parameters=[MESSAGE_ID],
+    parameters=[MESSAGE_ID, ETAG],
     responses={
         200: OpenApiResponse(
             MessageDetailSerializer,
@@ -287,6 +297,65 @@ get_message_docs = extend_schema(
         401: UNAUTHORIZED,
         429: THROTTLED,
         404: NO_SUCH_MESSAGE,
+    },
+)
+
+edit_message_docs = extend_schema(
+    operation_id="editMessage",
+    summary="Change a waiting message",
+    description="Changes a scheduled or retrying message in place, with POST's rules for each field given: "
+    "its id, delivery id and attempts stay. Moved later, it is not sent at its old time; moved into the "
+    "past, it is sent as soon as possible (never inside this request). A field that cannot change, or an "
+    "empty body, answers 400. With `If-Match` (GET's `ETag`), only if the message is still that version.",
+    parameters=[
+        MESSAGE_ID,
+        OpenApiParameter(
+            "If-Match",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            description='The `ETag` of a GET or PATCH answer, e.g. `"3"`: the change is made only if the message '
+            "has not changed since (else 412). `*` or no header: whatever its version.",
+        ),
+        ETAG,
+    ],
+    request=EditMessageSerializer,
+    examples=[
+        OpenApiExample("Move it", value={"scheduleTo": "2026-04-15T03:00:00Z"}, request_only=True),
+        OpenApiExample(
+            "New payload and target",
+            value={"payload": {"data": "updated"}, "webhookUrl": "https://your-webhook-endpoint.com/v2"},
+            request_only=True,
+        ),
+    ],
+    responses={
+        200: OpenApiResponse(
+            MessageDetailSerializer,
+            description="Changed; the message as GET shows it now.",
+            examples=[_example("Changed", {**MESSAGE_DETAIL, "version": 4})],
+        ),
+        400: _invalid(
+            "A field is invalid, cannot change, or none is given; nothing is changed.",
+            "id",
+            "Cannot be changed; the fields that can are scheduleTo, payload, webhookUrl, headers, maxAttempts, timeoutSeconds.",
+        ),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        404: NO_SUCH_MESSAGE,
+        409: _error(
+            "The message is being sent right now, or has been delivered or has failed.",
+            ("In flight", "Message 'unique-message-id' is being delivered right now; it can no longer be cancelled or changed."),
+            (
+                "Finished",
+                "Message 'unique-message-id' has been delivered or has failed; it can no longer be changed "
+                "(a failed message is sent again by POST /messages/{id}/retry).",
+            ),
+        ),
+        412: _error(
+            "The message changed since the version `If-Match` names; nothing is changed.",
+            ("Changed since", "Message 'unique-message-id' has changed since the version If-Match names; read it again."),
+        ),
+        413: TOO_LARGE,
+        415: NOT_JSON,
     },
 )
 
@@ -306,7 +375,7 @@ cancel_message_docs = extend_schema(
         404: NO_SUCH_MESSAGE,
         409: _error(
             "The message is being delivered right now.",
-            ("In flight", "Message 'unique-message-id' is being delivered right now; it can no longer be cancelled."),
+            ("In flight", "Message 'unique-message-id' is being delivered right now; it can no longer be cancelled or changed."),
         ),
     },
 )

@@ -215,3 +215,31 @@ class ListMessagesSerializer(SharedFieldsSerializer):
     status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=10000, default=1000)
     cursor = serializers.CharField(required=False, max_length=512)
+
+
+# What PATCH /messages/{id} may change: POST's fields but the id.
+EDITABLE_FIELDS = ("scheduleTo", "payload", "webhookUrl", "headers", "maxAttempts", "timeoutSeconds")
+
+
+class EditMessageSerializer(ScheduleMessageSerializer):
+    # POST's rules for each field given; any field may be left out, but not all of them, and a
+    # field that cannot change (the id, or one this version does not know) is refused rather
+    # than ignored, so a client never believes it changed something that did not change.
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        del fields["id"]
+        for field in fields.values():
+            field.required = False
+        return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        given = self.initial_data if isinstance(self.initial_data, dict) else {}
+        for name in given:
+            if name not in EDITABLE_FIELDS:
+                raise serializers.ValidationError(
+                    {name: [f"Cannot be changed; the fields that can are {', '.join(EDITABLE_FIELDS)}."]}
+                )
+        if not attrs:
+            raise serializers.ValidationError(f"Give at least one of {', '.join(EDITABLE_FIELDS)}.")
+        return attrs

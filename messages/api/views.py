@@ -29,10 +29,28 @@ from messages.api.responses import (
 )
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
+    EditMessageSerializer,
     ListMessagesSerializer,
     RetryMessageSerializer,
     ScheduleMessageSerializer,
 )
+from messages.models import Message
+
+
+def _expected_version(request: Request, message_id: str) -> int | None:
+    """If-Match as GET's ETag gives it ("3"; W/"3" and 3 too): None without the header or with `*`
+    (any version). A value that names no version matches none (RFC 9110: 412)."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    text = header.strip().removeprefix("W/").strip('"')
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise scheduling.VersionMismatch(message_id)
+    return int(text)
+
+
+def _detail(message: Message) -> Response:
+    return Response(MessageDetailSerializer(message).data, headers={"ETag": f'"{message.version}"'})
 
 
 def _valid_path_id(message_id: str) -> str:
@@ -82,7 +100,28 @@ class MessageDetailView(ApiView):
     @schema.get_message_docs
     def get(self, request: Request, message_id: str) -> Response:
         message = scheduling.find_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
-        return Response(MessageDetailSerializer(message).data)
+        return _detail(message)
+
+    @schema.edit_message_docs
+    def patch(self, request: Request, message_id: str) -> Response:
+        owner_id = authenticated_client(request).key_id
+        message_id = _valid_path_id(message_id)
+        serializer = EditMessageSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        scheduling.edit_message(
+            owner_id=owner_id,
+            message_id=message_id,
+            expected_version=_expected_version(request, message_id),
+            schedule_to=data.get("scheduleTo"),
+            webhook_url=data.get("webhookUrl"),
+            payload_json=data.get("payload"),
+            headers=data.get("headers"),
+            max_attempts=data.get("maxAttempts"),
+            timeout_seconds=data.get("timeoutSeconds"),
+        )
+        # Read again, as GET shows it: with its attempts, and a claim that may have come since.
+        return _detail(scheduling.find_message(owner_id=owner_id, message_id=message_id))
 
     @schema.cancel_message_docs
     def delete(self, request: Request, message_id: str) -> Response:
