@@ -125,6 +125,9 @@ class Message(models.Model):
     )
     status = models.CharField(max_length=10, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED)
     schedule_to = models.DateTimeField(help_text="The moment the client asked for.")
+    # The IANA zone the client gave scheduleTo in (local time), else empty: schedule_to is the
+    # instant it resolved to. The database default serves the previous version's processes.
+    time_zone = models.CharField(max_length=64, blank=True, default="", db_default="")
     due_at = models.DateTimeField(null=True, blank=True, help_text="When the next attempt is due; empty once finished.")
     webhook_url = models.CharField(max_length=2048)
     # The JSON text as received (encode_payload), sent as it is: never parsed again on the

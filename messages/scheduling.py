@@ -53,6 +53,7 @@ def schedule_message(
     message_id: str,
     schedule_to: datetime,
     webhook_url: str,
+    time_zone: str = "",
     payload_json: str,
     headers: dict[str, str] | None = None,
     max_attempts: int | None = None,
@@ -67,6 +68,7 @@ def schedule_message(
                 owner_id=owner_id,
                 message_id=message_id,
                 schedule_to=schedule_to,
+                time_zone=time_zone,
                 # Anything later costs one INSERT: beat enqueues it with the others due with it.
                 **message_states.scheduled_fields(due_at=schedule_to, enqueued_at=now if queue_now else None),
                 webhook_url=webhook_url,
@@ -140,6 +142,7 @@ def edit_message(
     message_id: str,
     expected_version: int | None = None,
     schedule_to: datetime | None = None,
+    time_zone: str = "",
     webhook_url: str | None = None,
     payload_json: str | None = None,
     headers: dict[str, str] | None = None,
@@ -149,7 +152,8 @@ def edit_message(
 ) -> Message:
     """Changes a waiting message in place: its delivery id and history stay. Moved later, it is
     not sent at its old time (a task queued for then finds it not yet due); moved into the past,
-    it is queued at once, as a POST would be. `expected_version`: only if it is still that one."""
+    it is queued at once, as a POST would be. `expected_version`: only if it is still that one.
+    `time_zone`: the zone `schedule_to` was given in, if any."""
     now = now or timezone.now()
     changes: dict[str, object] = {}
     if webhook_url is not None:
@@ -164,7 +168,8 @@ def edit_message(
         changes["timeout_seconds"] = timeout_seconds
     queue_now = schedule_to is not None and is_imminent(schedule_to, now=now)
     if schedule_to is not None:
-        changes["schedule_to"] = schedule_to
+        # The zone it was given in, or none: a zone kept from before would describe another time.
+        changes.update(schedule_to=schedule_to, time_zone=time_zone)
     for _ in range(EDIT_ATTEMPTS):
         with transaction.atomic():
             message = _editable_message(owner_id, message_id, expected_version)

@@ -161,6 +161,12 @@ class MessageDetailSerializer(SharedFieldsSerializer):
     )
     status = serializers.ChoiceField(choices=MessageStatus.choices)
     scheduleTo = UtcInstantField(source="schedule_to")
+    timezone = NullWhenBlankCharField(
+        source="time_zone",
+        allow_null=True,
+        help_text="The IANA zone `scheduleTo` was given in as a local time; null when it was given with an offset. "
+        "`scheduleTo` here is the instant it resolved to, in UTC.",
+    )
     nextRun = UtcInstantField(source="due_at", allow_null=True)
     webhookUrl = serializers.SerializerMethodField()
     payload = serializers.JSONField(help_text="The JSON object or array POSTed to `webhookUrl` on every attempt.")

@@ -53,8 +53,9 @@ class ScheduleToFieldSchema(OpenApiSerializerFieldExtension):
         return {
             "type": "string",
             "format": "date-time",
-            "description": "ISO 8601 with `Z` or an offset, e.g. 2026-04-15T02:41:45.000Z. A past time is "
-            "delivered as soon as possible.",
+            "description": "ISO 8601 with `Z` or an offset, e.g. 2026-04-15T02:41:45.000Z; or a local time "
+            "without an offset, e.g. 2027-03-14T02:30:00, given with `timezone`. A past time is delivered as "
+            "soon as possible.",
         }
 
 
@@ -90,6 +91,7 @@ MESSAGE_DETAIL = {
     "deliveryId": "msg_01KBG6Z8Q2Y4N7V3M5T9XWJ0RC",
     "status": "retrying",
     "scheduleTo": "2026-04-15T02:41:45+00:00",
+    "timezone": None,
     "nextRun": "2026-04-15T02:41:50.120000+00:00",
     "webhookUrl": "https://your-webhook-endpoint.com",
     "payload": {"data": "your webhook payload"},
@@ -209,6 +211,12 @@ schedule_message_docs = extend_schema(
         OpenApiExample(
             "With headers and retry options",
             value={**CONTRACT_MESSAGE, "headers": {"X-Tenant": "acme"}, "maxAttempts": 5, "timeoutSeconds": 10},
+            request_only=True,
+        ),
+        OpenApiExample(
+            "In local time",
+            summary="In local time: a time the spring-forward gap skips, sent at 03:30 EDT (07:30 UTC)",
+            value={**CONTRACT_MESSAGE, "scheduleTo": "2027-03-14T02:30:00", "timezone": "America/New_York"},
             request_only=True,
         ),
     ],

@@ -14,6 +14,7 @@ from yarl import URL
 from messages.api.exceptions import RequestTooLarge
 from messages.api.shared_fields import SharedFieldsSerializer
 from messages.listing import LISTABLE_STATUSES
+from messages.local_time import ZONE_NAME_MAX_LENGTH, UnknownTimeZone, resolve_local_time, time_zone
 from messages.models import TIMEOUT_SECONDS_MAX, encode_payload
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason, port_block_reason
@@ -202,9 +203,51 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
     )
     maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)
     timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=TIMEOUT_SECONDS_MAX)
+    timezone = StrictCharField(
+        required=False,
+        max_length=ZONE_NAME_MAX_LENGTH,
+        help_text="An IANA zone, e.g. `America/New_York`: `scheduleTo` is then a local time without an offset. "
+        "A time a spring-forward gap skips is moved forward by the gap (02:30 → 03:30 EDT); a time a fall-back "
+        "overlap repeats means its first occurrence.",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and "timezone" in data:
+            data = with_local_schedule_resolved(data)
+        return super().to_internal_value(data)
 
     def validate_payload(self, value: Any) -> str:
         return validate_payload(value)
+
+
+def with_local_schedule_resolved(data: dict[str, Any]) -> dict[str, Any]:
+    """The body with its local `scheduleTo` replaced by the instant it means in `timezone`; the
+    other rules of scheduleTo (ISO 8601, the range) stay ScheduleToField's."""
+    zone, local = data["timezone"], data.get("scheduleTo")
+    if not isinstance(zone, str):
+        raise serializers.ValidationError({"timezone": ["Must be a string."]})
+    try:
+        time_zone(zone)
+    except UnknownTimeZone:
+        raise serializers.ValidationError(
+            {"timezone": [f"{zone[:100]!r} is not an IANA time zone name, e.g. 'Europe/Berlin'."]}
+        ) from None
+    if local is None:
+        raise serializers.ValidationError({"scheduleTo": ["This field is required with timezone."]})
+    if not isinstance(local, str) or not local.isascii():
+        return data
+    try:
+        moment = datetime.fromisoformat(local)
+    except ValueError:
+        return data  # ScheduleToField says what is wrong with it
+    if moment.tzinfo is not None:
+        raise serializers.ValidationError(
+            {"scheduleTo": ["Give either an offset here or a timezone, not both: with timezone it is a local time."]}
+        )
+    try:
+        return {**data, "scheduleTo": resolve_local_time(moment, zone).isoformat()}
+    except OverflowError:
+        raise serializers.ValidationError({"scheduleTo": ["Is outside the representable range of dates."]}) from None
 
 
 class RetryMessageSerializer(SharedFieldsSerializer):
@@ -218,7 +261,7 @@ class ListMessagesSerializer(SharedFieldsSerializer):
 
 
 # What PATCH /messages/{id} may change: POST's fields but the id.
-EDITABLE_FIELDS = ("scheduleTo", "payload", "webhookUrl", "headers", "maxAttempts", "timeoutSeconds")
+EDITABLE_FIELDS = ("scheduleTo", "timezone", "payload", "webhookUrl", "headers", "maxAttempts", "timeoutSeconds")
 
 
 class EditMessageSerializer(ScheduleMessageSerializer):
