@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -190,10 +190,30 @@ class MessageChangeList(ChangeList):
         return super().get_queryset(request, exclude_parameters).defer("payload_json", "headers_sealed")
 
 
+def to_the_ms(moment: datetime | None) -> str | None:
+    """An instant in UTC to the millisecond: lateness is read in milliseconds, not minutes."""
+    if moment is None:
+        return None
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d} UTC"
+
+
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
-    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_excerpt")
+    fields = ("number", "due", "started", "late_ms", "duration_ms", "status_code", "error", "response_excerpt")
     readonly_fields = fields
+
+    @admin.display(description="Due")
+    def due(self, attempt: DeliveryAttempt) -> str | None:
+        return to_the_ms(attempt.due_at)
+
+    @admin.display(description="Started")
+    def started(self, attempt: DeliveryAttempt) -> str | None:
+        return to_the_ms(attempt.started_at)
+
+    @admin.display(description="Late (ms)")
+    def late_ms(self, attempt: DeliveryAttempt) -> int | None:
+        return attempt.late_ms
+
     extra = 0
     can_delete = False
 
@@ -227,7 +247,23 @@ class MessageAdmin(admin.ModelAdmin):
     inlines = (DeliveryAttemptInline,)
     actions = ("deliver_now", "cancel", "retry", "release_stuck")
     fieldsets = (
-        (None, {"fields": ("message_id", "owner", "status", "shown_webhook_url", "schedule_to", "due_at", "created_at")}),
+        (
+            None,
+            {
+                "fields": (
+                    "message_id",
+                    "owner",
+                    "status",
+                    "version",
+                    "shown_webhook_url",
+                    "scheduled_for",
+                    "time_zone",
+                    "next_attempt",
+                    "first_attempt_late_ms",
+                    "created",
+                )
+            },
+        ),
         (
             "Delivery",
             {
@@ -248,6 +284,23 @@ class MessageAdmin(admin.ModelAdmin):
     # All of it: a direct edit of status, due_at, the claim or the counts would bypass the
     # state machine (no lock, no enqueue, no revoke). Changes go through the actions.
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
+
+    @admin.display(description="Schedule to")
+    def scheduled_for(self, message: Message) -> str | None:
+        return to_the_ms(message.schedule_to)
+
+    @admin.display(description="Next attempt")
+    def next_attempt(self, message: Message) -> str | None:
+        return to_the_ms(message.due_at)
+
+    @admin.display(description="Created")
+    def created(self, message: Message) -> str | None:
+        return to_the_ms(message.created_at)
+
+    @admin.display(description="First attempt late (ms)")
+    def first_attempt_late_ms(self, message: Message) -> int | None:
+        first = message.attempts.filter(number=1).first()
+        return None if first is None else first.late_ms
 
     @admin.display(description="Due / finished", ordering="due_at")
     def due(self, message: Message) -> str | None:

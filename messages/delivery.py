@@ -321,6 +321,7 @@ def _store_attempts(outcomes: Sequence[AttemptOutcome], *, now: datetime) -> set
             DeliveryAttempt(
                 message_id=outcome.message.pk,
                 number=outcome.number,
+                due_at=outcome.message.due_at,
                 started_at=outcome.result.started_at,
                 duration_ms=outcome.result.duration_ms,
                 status_code=outcome.result.status_code,

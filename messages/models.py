@@ -236,6 +236,9 @@ def _insert_statement(alias: str) -> str | None:
 class DeliveryAttempt(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveSmallIntegerField()
+    # When the attempt was due (its message's due_at when claimed): started_at minus it is how late
+    # it started. Empty for attempts recorded before it was kept.
+    due_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -250,6 +253,13 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message.message_id} #{self.number}"
+
+    @property
+    def late_ms(self) -> int | None:
+        """How late it started against the moment it was due, in milliseconds (None: not kept)."""
+        if self.due_at is None:
+            return None
+        return round((self.started_at - self.due_at).total_seconds() * 1000)
 
 
 # The row that stands for API_TOKEN, so that the token owns messages as a key does. Its id is

@@ -201,7 +201,7 @@ def _editable_message(owner_id: int, message_id: str, expected_version: int | No
 
 def find_message(*, owner_id: int, message_id: str) -> Message:
     """The owner's message holding this id, else its latest delivered one still kept as history."""
-    owned = Message.objects.owned_by(owner_id)
+    owned = Message.objects.owned_by(owner_id).prefetch_related("attempts")
     message = (
         owned.holding_id(message_id).first()
         or owned.filter(message_id=message_id, status=MessageStatus.DELIVERED).order_by("-created_at").first()

@@ -6,8 +6,9 @@ inside the test transaction: these tests check the database, not delivery.
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -226,6 +227,21 @@ def test_the_change_page_shows_the_payload_as_escaped_json_and_the_attempts(supe
     assert "t-1" not in page
     assert "upstream down" in page
     assert "503" in page
+
+
+def test_the_change_page_shows_times_to_the_millisecond_and_how_late_each_attempt_was(superuser_client):
+    due = datetime(2026, 4, 15, 2, 41, 45, 120_000, tzinfo=UTC)
+    message = make_message(message_id="timed", status=MessageStatus.FAILED, due_at=None, schedule_to=due)
+    DeliveryAttempt.objects.create(
+        message=message, number=1, due_at=due, started_at=due + timedelta(milliseconds=37), duration_ms=9, status_code=500
+    )
+
+    page = superuser_client.get(change_page(message)).content.decode()
+
+    assert "2026-04-15 02:41:45.120 UTC" in page  # the schedule and the attempt's due time
+    assert "2026-04-15 02:41:45.157 UTC" in page  # when the attempt started
+    assert '<div class="readonly">37</div>' in page  # the first attempt's lateness, for the message
+    assert re.search(r'<td class="field-late_ms">\s*<p>37</p>', page)  # and the attempt's own
 
 
 def test_the_change_page_offers_no_save_or_delete(superuser_client):

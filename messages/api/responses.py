@@ -19,7 +19,7 @@ from rest_framework.fields import SkipField
 
 from messages.api.shared_fields import SharedFieldsSerializer
 from messages.confidential import HeadersUnreadable, masked_headers, masked_url
-from messages.models import Message, MessageStatus
+from messages.models import DeliveryAttempt, Message, MessageStatus
 
 LISTED_STATUSES = [MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.RETRYING, MessageStatus.FAILED]
 
@@ -139,6 +139,7 @@ class MessageListSerializer(SharedFieldsSerializer):
 class AttemptSerializer(SharedFieldsSerializer):
     number = serializers.IntegerField()
     startedAt = UtcInstantField(source="started_at")
+    lateMs = serializers.SerializerMethodField()
     durationMs = serializers.IntegerField(source="duration_ms")
     statusCode = serializers.IntegerField(source="status_code", allow_null=True, help_text="Null when no response came.")
     error = NullWhenBlankCharField(allow_null=True, help_text="e.g. timeout, connection refused.")
@@ -147,6 +148,17 @@ class AttemptSerializer(SharedFieldsSerializer):
         help_text="The start of the response body; empty for a receiver on a private network "
         "unless WEBHOOK_KEEP_PRIVATE_RESPONSE_EXCERPTS is on.",
     )
+
+    @extend_schema_field(
+        {
+            "type": "integer",
+            "nullable": True,
+            "description": "How late the attempt started against the moment it was due, in milliseconds; null for "
+            "attempts recorded before this was kept.",
+        }
+    )
+    def get_lateMs(self, attempt: DeliveryAttempt) -> int | None:
+        return attempt.late_ms
 
 
 class MessageDetailSerializer(SharedFieldsSerializer):
@@ -178,6 +190,7 @@ class MessageDetailSerializer(SharedFieldsSerializer):
     createdAt = UtcInstantField(source="created_at")
     finishedAt = UtcInstantField(source="finished_at", allow_null=True)
     attempts = AttemptSerializer(many=True)
+    firstAttemptLateMs = serializers.SerializerMethodField()
     version = serializers.IntegerField(
         help_text="Goes up with every change a client can see (an edit, a claim, an attempt, a resend); the "
         "answer's `ETag` is it in quotes, which PATCH's `If-Match` compares."
@@ -201,6 +214,17 @@ class MessageDetailSerializer(SharedFieldsSerializer):
             return masked_headers(message.headers)
         except HeadersUnreadable:
             return {}
+
+    @extend_schema_field(
+        {
+            "type": "integer",
+            "nullable": True,
+            "description": "How late the first attempt started against `scheduleTo`, in milliseconds; null before it.",
+        }
+    )
+    def get_firstAttemptLateMs(self, message: Message) -> int | None:
+        first = next((attempt for attempt in message.attempts.all() if attempt.number == 1), None)
+        return None if first is None else first.late_ms
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_maxAttempts(self, message: Message) -> int:

@@ -106,12 +106,14 @@ MESSAGE_DETAIL = {
         {
             "number": 1,
             "startedAt": "2026-04-15T02:41:45.031000+00:00",
+            "lateMs": 31,
             "durationMs": 212,
             "statusCode": 503,
             "error": None,
             "responseExcerpt": "Service Unavailable",
         }
     ],
+    "firstAttemptLateMs": 31,
     "version": 3,
 }
 HEALTHY = {
