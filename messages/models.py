@@ -292,3 +292,23 @@ class ApiKey(models.Model):
     @property
     def is_api_token(self) -> bool:
         return self.pk == API_TOKEN_KEY_ID
+
+
+class IdempotentRequest(models.Model):
+    """A create made with an Idempotency-Key: what it answered, replayed to the same key and
+    body within IDEMPOTENCY_KEY_TTL (messages/idempotency.py)."""
+
+    owner = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="idempotent_requests", db_index=False)
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, path and the body's JSON (keys sorted): the same key with another body is a 422.
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="unique_owner_idempotency_key")]
+        indexes = [models.Index(fields=["created_at"], name="idempotent_by_created_at")]
+
+    def __str__(self) -> str:
+        return self.key

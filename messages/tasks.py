@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from messages import delivery_engine, dispatch, history
+from messages import delivery_engine, dispatch, history, idempotency
 from messages.task_names import DELIVER_TASK, DISPATCH_TASK, PRUNE_TASK
 
 
@@ -28,4 +28,6 @@ def dispatch_due_messages() -> int:
 
 @shared_task(name=PRUNE_TASK)
 def prune_delivery_history() -> int:
-    return history.prune_delivery_history(now=timezone.now(), keep_days=settings.DELIVERY_HISTORY_DAYS)
+    now = timezone.now()
+    idempotency.forget_expired(now=now, ttl_seconds=settings.IDEMPOTENCY_KEY_TTL)
+    return history.prune_delivery_history(now=now, keep_days=settings.DELIVERY_HISTORY_DAYS)

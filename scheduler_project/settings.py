@@ -374,6 +374,8 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=len(WEBHOOK_RETRY
 WEBHOOK_SIGNING_SECRETS = parse_signing_secrets(env.str("WEBHOOK_SIGNING_SECRET", default=""))
 # Delivered messages and their attempts are kept this long, then pruned by beat.
 DELIVERY_HISTORY_DAYS = env.float("DELIVERY_HISTORY_DAYS", default=7.0)
+# How long a POST's Idempotency-Key is remembered with its answer (seconds).
+IDEMPOTENCY_KEY_TTL = env.float("IDEMPOTENCY_KEY_TTL", default=24 * 3600.0)
 # Most messages the dispatcher hands to the broker in one run; the rest wait for the next.
 SCHEDULER_DISPATCH_BATCH = env.int("SCHEDULER_DISPATCH_BATCH", default=5000)
 # Most messages one task carries (messages due together are split into tasks this size).

@@ -12,8 +12,8 @@ from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from messages import listing, scheduling
-from messages.api.exceptions import Conflict, PreconditionFailed, RequestTooLarge
+from messages import idempotency, listing, scheduling
+from messages.api.exceptions import Conflict, PreconditionFailed, RequestTooLarge, UnprocessableContent
 from messages.api.responses import error_body, validation_error_body
 
 
@@ -36,6 +36,10 @@ def domain_error(exc: Exception) -> APIException | None:
         return PreconditionFailed(f"Message {message_id!r} has changed since the version If-Match names; read it again.")
     if isinstance(exc, scheduling.MessageNotFailed):
         return Conflict(f"Message {message_id!r} has not failed; only failed messages can be retried.")
+    if isinstance(exc, idempotency.IdempotencyKeyReused):
+        return UnprocessableContent(
+            "This Idempotency-Key was used for a request with another body; use a new key for a new request."
+        )
     if isinstance(exc, listing.InvalidCursor):
         return ValidationError({"cursor": ["Is not a cursor this API gave out."]})
     return None

@@ -207,6 +207,25 @@ schedule_message_docs = extend_schema(
     summary="Schedule a webhook call",
     description="At `scheduleTo` the service POSTs `payload` as JSON to `webhookUrl`, retrying network "
     "errors and 5xx. The id is taken until the message is delivered or deleted.",
+    parameters=[
+        OpenApiParameter(
+            "Idempotency-Key",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            pattern="^[!-~]{1,255}$",
+            description="Makes a retry safe: the same key with the same body within IDEMPOTENCY_KEY_TTL (24 h) "
+            "answers what the first request answered and schedules nothing new, even once the message was "
+            "delivered; the same key with another body answers 422. A twin sent while the first is processed "
+            "waits for it and gets its answer.",
+        ),
+        OpenApiParameter(
+            "Idempotent-Replayed",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            response=[200],
+            description="`true` when the answer is the one kept for this Idempotency-Key.",
+        ),
+    ],
     request=ScheduleMessageSerializer,
     examples=[
         OpenApiExample("Contract", value=CONTRACT_MESSAGE, request_only=True),
@@ -239,6 +258,13 @@ schedule_message_docs = extend_schema(
         ),
         413: TOO_LARGE,
         415: NOT_JSON,
+        422: _error(
+            "The Idempotency-Key was used for a request with another body; nothing is scheduled.",
+            (
+                "Key reused",
+                "This Idempotency-Key was used for a request with another body; use a new key for a new request.",
+            ),
+        ),
     },
 )
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.http import HttpResponse
+from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messages import health, listing, metrics, scheduling
+from messages import health, idempotency, listing, metrics, scheduling
 from messages.api import schema
 from messages.api.authentication import authenticated_client
 from messages.api.negotiation import ContentNegotiation
@@ -47,6 +50,20 @@ def _expected_version(request: Request, message_id: str) -> int | None:
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise scheduling.VersionMismatch(message_id)
     return int(text)
+
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{idempotency.KEY_MAX_LENGTH}}}")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header: 1 to 255 visible ASCII characters, or a 400."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationError(
+            {"Idempotency-Key": [f"Must be 1 to {idempotency.KEY_MAX_LENGTH} visible ASCII characters, without spaces."]}
+        )
+    return key
 
 
 def _detail(message: Message) -> Response:
@@ -83,18 +100,34 @@ class MessageCollectionView(ApiView):
         serializer = ScheduleMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        message = scheduling.schedule_message(
-            owner_id=authenticated_client(request).key_id,
-            message_id=data["id"],
-            schedule_to=data["scheduleTo"],
-            time_zone=data.get("timezone", ""),
-            webhook_url=data["webhookUrl"],
-            payload_json=data["payload"],
-            headers=data.get("headers"),
-            max_attempts=data.get("maxAttempts"),
-            timeout_seconds=data.get("timeoutSeconds"),
+        owner_id = authenticated_client(request).key_id
+
+        def schedule() -> tuple[int, dict]:
+            message = scheduling.schedule_message(
+                owner_id=owner_id,
+                message_id=data["id"],
+                schedule_to=data["scheduleTo"],
+                time_zone=data.get("timezone", ""),
+                webhook_url=data["webhookUrl"],
+                payload_json=data["payload"],
+                headers=data.get("headers"),
+                max_attempts=data.get("maxAttempts"),
+                timeout_seconds=data.get("timeoutSeconds"),
+            )
+            return 200, ScheduledSerializer(message).data
+
+        key = idempotency_key(request)
+        if key is None:
+            return Response(schedule()[1])
+        answer = idempotency.answer_once(
+            owner_id=owner_id,
+            key=key,
+            request_fingerprint=idempotency.fingerprint(method="POST", path="/messages", data=request.data),
+            now=timezone.now(),
+            ttl_seconds=settings.IDEMPOTENCY_KEY_TTL,
+            answer=schedule,
         )
-        return Response(ScheduledSerializer(message).data)
+        return Response(answer.body, status=answer.status, headers={REPLAYED_HEADER: "true"} if answer.replayed else None)
 
 
 class MessageDetailView(ApiView):
