@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from messages.models import Message, MessageStatus
 from messages.row_counts import count_rows
@@ -26,6 +26,27 @@ class InvalidCursor(ValueError):
 
 
 @dataclass(frozen=True)
+class MessageFilter:
+    """What GET /messages and POST /messages/cancel narrow by, beside the owner and the status."""
+
+    due_after: datetime | None = None  # next attempt at or after
+    due_before: datetime | None = None  # next attempt before
+    webhook_url_prefix: str = ""
+
+    def apply(self, queryset: QuerySet[Message]) -> QuerySet[Message]:
+        if self.due_after is not None:
+            queryset = queryset.filter(due_at__gte=self.due_after)
+        if self.due_before is not None:
+            queryset = queryset.filter(due_at__lt=self.due_before)
+        if self.webhook_url_prefix:
+            queryset = queryset.filter(webhook_url__startswith=self.webhook_url_prefix)
+        return queryset
+
+
+NO_FILTER = MessageFilter()
+
+
+@dataclass(frozen=True)
 class MessagePage:
     messages: list[Any]  # rows with the attributes named in LISTED_FIELDS
     count: int
@@ -33,11 +54,13 @@ class MessagePage:
     next_cursor: str | None
 
 
-def list_messages(*, owner_id: int, status: str | None, limit: int, cursor: str | None) -> MessagePage:
+def list_messages(
+    *, owner_id: int, status: str | None, limit: int, cursor: str | None, narrowed_by: MessageFilter = NO_FILTER
+) -> MessagePage:
     # Failed messages have no next run: they list in the order they failed.
     order_field = "finished_at" if status == MessageStatus.FAILED else "due_at"
     owned = Message.objects.owned_by(owner_id)
-    queryset = owned.pending() if status is None else owned.filter(status=status)
+    queryset = narrowed_by.apply(owned.pending() if status is None else owned.filter(status=status))
     if order_field == "finished_at":
         # Always true of a failed message; said so that its partial index serves the query.
         queryset = queryset.filter(finished_at__isnull=False)

@@ -27,7 +27,7 @@ from uuid import UUID
 from django.db.models import F, QuerySet
 from django.db.models.functions import Now
 
-from messages.models import WAITING_STATUSES, Message, MessageStatus
+from messages.models import WAITING_STATUSES, DeliveryAttempt, Message, MessageStatus
 
 # The fields only this module writes.
 STATE_FIELDS = frozenset(
@@ -189,3 +189,19 @@ def edit(message: Message, *, changes: dict[str, Any], due_at: datetime | None, 
 def cancel(message: Message) -> None:
     """A waiting or failed message (locked by the caller) is gone, as if never scheduled."""
     message.delete()
+
+
+CANCELLABLE_STATUSES = (*WAITING_STATUSES, MessageStatus.FAILED)
+
+
+def cancel_many(message_pks: list[int]) -> list[int]:
+    """Those of the messages still waiting or failed are gone (locked first, so no claim comes
+    between); returns their pks. Attempts first, then the rows by pk alone, so that no payload
+    is read to find what cascades."""
+    locked = list(
+        Message.objects.select_for_update().filter(pk__in=message_pks, status__in=CANCELLABLE_STATUSES).values_list("pk", flat=True)
+    )
+    if locked:
+        DeliveryAttempt.objects.filter(message_id__in=locked).delete()
+        Message.objects.filter(pk__in=locked).only("pk").delete()
+    return locked

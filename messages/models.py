@@ -70,6 +70,9 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def holding_id(self, message_id: str) -> MessageQuerySet:
         return self.filter(message_id=message_id, status__in=ID_HOLDING_STATUSES)
 
+    def holding_id_in(self, message_ids: list[str]) -> MessageQuerySet:
+        return self.filter(message_id__in=message_ids, status__in=ID_HOLDING_STATUSES)
+
     def queued(self) -> MessageQuerySet:
         """Messages whose task waits in the broker. enqueued_at is only ever set while a message
         waits (scheduled or retrying): a claim, a final outcome or a retry later than the

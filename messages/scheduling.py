@@ -7,14 +7,17 @@ is not found, as if it did not exist.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from messages import message_states, redis_keys
 from messages.confidential import seal_headers
-from messages.models import WAITING_STATUSES, Message, MessageStatus
+from messages.listing import NO_FILTER, MessageFilter
+from messages.models import ID_HOLDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
 
 
@@ -106,6 +109,41 @@ def cancel_message(*, owner_id: int, message_id: str) -> None:
         pk = message.pk
         message_states.cancel(message)
     redis_keys.revoke_task_of(pk)
+
+
+# Rows per transaction of a bulk cancel: each batch holds its locks only for its own statements.
+CANCEL_BATCH = 500
+
+
+@dataclass(frozen=True)
+class BulkCancel:
+    cancelled: int
+    in_flight: list[str]  # the ids being sent, which no cancel can stop any more
+
+
+def cancel_messages(
+    *, owner_id: int, message_ids: list[str] | None = None, status: str | None = None, narrowed_by: MessageFilter = NO_FILTER
+) -> BulkCancel:
+    """Cancels the owner's messages with these ids, or those that match `status` and the filter
+    (by default all that hold an id: waiting, sending, failed), in batches by pk: bounded memory
+    and short transactions at any number. Those being sent are reported, not cancelled."""
+    owned = Message.objects.owned_by(owner_id)
+    matching: QuerySet[Message]
+    if message_ids is not None:
+        matching = owned.holding_id_in(message_ids)
+    else:
+        matching = narrowed_by.apply(owned.filter(status__in=[status] if status else ID_HOLDING_STATUSES))
+    cancelled, after_pk = 0, 0
+    in_flight: list[str] = []
+    while batch := list(matching.filter(pk__gt=after_pk).order_by("pk").values_list("pk", "message_id")[:CANCEL_BATCH]):
+        after_pk = batch[-1][0]
+        with transaction.atomic():
+            gone = set(message_states.cancel_many([pk for pk, _ in batch]))
+        cancelled += len(gone)
+        left = [pk for pk, _ in batch if pk not in gone]
+        if left:
+            in_flight += Message.objects.filter(pk__in=left, status=MessageStatus.SENDING).values_list("message_id", flat=True)
+    return BulkCancel(cancelled=cancelled, in_flight=in_flight)
 
 
 def retry_message(*, owner_id: int, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None) -> Message:

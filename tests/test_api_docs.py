@@ -21,6 +21,7 @@ API_OPERATIONS = {
     ("/messages", "get"): "listMessages",
     ("/messages/{id}", "get"): "getMessage",
     ("/messages/{id}", "patch"): "editMessage",
+    ("/messages/cancel", "post"): "cancelMessages",
     ("/messages/{id}", "delete"): "cancelMessage",
     ("/messages/{id}/retry", "post"): "retryMessage",
     ("/health", "get"): "health",

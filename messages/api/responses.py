@@ -136,6 +136,16 @@ class MessageListSerializer(SharedFieldsSerializer):
     )
 
 
+class BulkCancelSerializer(SharedFieldsSerializer):
+    # Renders a scheduling.BulkCancel.
+    cancelled = serializers.IntegerField(help_text="How many messages were cancelled: none of them is called after this.")
+    inFlight = serializers.ListField(
+        source="in_flight",
+        child=serializers.CharField(),
+        help_text="The ids of matching messages being sent right now, which could not be cancelled.",
+    )
+
+
 class AttemptSerializer(SharedFieldsSerializer):
     number = serializers.IntegerField()
     startedAt = UtcInstantField(source="started_at")

@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
 from messages.api.responses import (
+    BulkCancelSerializer,
     DeletedSerializer,
     ErrorSerializer,
     HealthSerializer,
@@ -25,6 +26,7 @@ from messages.api.responses import (
 )
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
+    CancelMessagesSerializer,
     EditMessageSerializer,
     ListMessagesSerializer,
     RetryMessageSerializer,
@@ -67,6 +69,11 @@ def contract_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tupl
     """
     documented = []
     for path, path_regex, method, callback in endpoints:
+        if "(?P<message_id>cancel)" in path_regex:
+            # POST /messages/cancel; its other methods are /messages/{id}'s, documented there.
+            if method == "POST":
+                documented.append(("/messages/cancel", path_regex, method, callback))
+            continue
         path = path.rstrip("/").replace("{message_id}", "{id}")
         documented.append((path, path_regex.replace("(?P<message_id>", "(?P<id>"), method, callback))
     return documented
@@ -291,6 +298,9 @@ list_messages_docs = extend_schema(
             description="Page size.",
         ),
         OpenApiParameter("cursor", OpenApiTypes.STR, description="The `next` value of the previous page."),
+        OpenApiParameter("dueAfter", OpenApiTypes.DATETIME, description="Only messages whose next attempt is at or after this."),
+        OpenApiParameter("dueBefore", OpenApiTypes.DATETIME, description="Only messages whose next attempt is before this."),
+        OpenApiParameter("webhookUrlPrefix", OpenApiTypes.STR, description="Only webhook URLs that start so."),
     ],
     responses={
         200: OpenApiResponse(
@@ -413,6 +423,39 @@ cancel_message_docs = extend_schema(
             "The message is being delivered right now.",
             ("In flight", "Message 'unique-message-id' is being delivered right now; it can no longer be cancelled or changed."),
         ),
+    },
+)
+
+cancel_messages_docs = extend_schema(
+    operation_id="cancelMessages",
+    summary="Cancel many messages",
+    description="Cancels your messages with the given ids, or every one that matches the filter (all its fields "
+    "at once; `status` one of scheduled, retrying, failed, by default all three and those being sent). Works "
+    "in batches, at any number. A message being sent right now cannot be cancelled: its id is listed in "
+    "`inFlight`. Ids that match nothing are ignored.",
+    request=CancelMessagesSerializer,
+    examples=[
+        OpenApiExample("By ids", value={"ids": ["invoice-42-reminder", "invoice-43-reminder"]}, request_only=True),
+        OpenApiExample(
+            "By filter",
+            value={"filter": {"status": "scheduled", "dueBefore": "2026-12-31T00:00:00Z", "webhookUrlPrefix": "https://old-host/"}},
+            request_only=True,
+        ),
+    ],
+    responses={
+        200: OpenApiResponse(
+            BulkCancelSerializer,
+            description="Cancelled.",
+            examples=[_example("Cancelled", {"cancelled": 2, "inFlight": []})],
+        ),
+        400: _invalid(
+            "Neither or both of ids and filter, or a field is invalid; nothing is cancelled.",
+            "dueBefore",
+            "Must carry a UTC offset, e.g. 'Z' or '+02:00'.",
+        ),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        415: NOT_JSON,
     },
 )
 

@@ -13,7 +13,7 @@ from yarl import URL
 
 from messages.api.exceptions import RequestTooLarge
 from messages.api.shared_fields import SharedFieldsSerializer
-from messages.listing import LISTABLE_STATUSES
+from messages.listing import LISTABLE_STATUSES, MessageFilter
 from messages.local_time import ZONE_NAME_MAX_LENGTH, UnknownTimeZone, resolve_local_time, time_zone
 from messages.models import TIMEOUT_SECONDS_MAX, encode_payload
 from messages.signing import SIGNATURE_HEADERS
@@ -254,10 +254,43 @@ class RetryMessageSerializer(SharedFieldsSerializer):
     scheduleTo = ScheduleToField(required=False)
 
 
-class ListMessagesSerializer(SharedFieldsSerializer):
+class MessageFilterSerializer(SharedFieldsSerializer):
     status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
+    dueAfter = ScheduleToField(required=False, help_text="Only messages whose next attempt is at or after this.")
+    dueBefore = ScheduleToField(required=False, help_text="Only messages whose next attempt is before this.")
+    webhookUrlPrefix = StrictCharField(
+        required=False, max_length=WEBHOOK_URL_MAX_LENGTH, trim_whitespace=False, help_text="Only webhook URLs that start so."
+    )
+
+
+def message_filter(data: dict[str, Any]) -> MessageFilter:
+    return MessageFilter(
+        due_after=data.get("dueAfter"), due_before=data.get("dueBefore"), webhook_url_prefix=data.get("webhookUrlPrefix", "")
+    )
+
+
+class ListMessagesSerializer(MessageFilterSerializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=10000, default=1000)
     cursor = serializers.CharField(required=False, max_length=512)
+
+
+CANCEL_IDS_MAX = 10_000
+
+
+class CancelMessagesSerializer(SharedFieldsSerializer):
+    ids = serializers.ListField(
+        child=StrictCharField(max_length=200, trim_whitespace=False),
+        required=False,
+        allow_empty=False,
+        max_length=CANCEL_IDS_MAX,
+        help_text=f"Up to {CANCEL_IDS_MAX:,} message ids.",
+    )
+    filter = MessageFilterSerializer(required=False, help_text="Every message of yours that matches all of it.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError("Give either ids or filter, not both.")
+        return attrs
 
 
 # What PATCH /messages/{id} may change: POST's fields but the id.

@@ -22,6 +22,7 @@ from messages.api.authentication import authenticated_client
 from messages.api.negotiation import ContentNegotiation
 from messages.api.permissions import IsOperatorOrFromAllowedNetwork
 from messages.api.responses import (
+    BulkCancelSerializer,
     DeletedSerializer,
     HealthSerializer,
     LivenessSerializer,
@@ -32,10 +33,12 @@ from messages.api.responses import (
 )
 from messages.api.serializers import (
     MESSAGE_ID_PATTERN,
+    CancelMessagesSerializer,
     EditMessageSerializer,
     ListMessagesSerializer,
     RetryMessageSerializer,
     ScheduleMessageSerializer,
+    message_filter,
 )
 from messages.models import Message
 
@@ -92,6 +95,7 @@ class MessageCollectionView(ApiView):
             status=query.validated_data.get("status"),
             limit=query.validated_data["limit"],
             cursor=query.validated_data.get("cursor"),
+            narrowed_by=message_filter(query.validated_data),
         )
         return Response(MessageListSerializer(page).data)
 
@@ -162,6 +166,25 @@ class MessageDetailView(ApiView):
     def delete(self, request: Request, message_id: str) -> Response:
         scheduling.cancel_message(owner_id=authenticated_client(request).key_id, message_id=_valid_path_id(message_id))
         return Response(DeletedSerializer(message_id).data)
+
+
+class MessageCancelView(MessageDetailView):
+    # POST /messages/cancel cancels many; GET, PATCH and DELETE of /messages/cancel stay those of
+    # a message whose id is "cancel", as before this endpoint existed.
+
+    @schema.cancel_messages_docs
+    def post(self, request: Request, message_id: str) -> Response:
+        serializer = CancelMessagesSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        narrowing = data.get("filter", {})
+        result = scheduling.cancel_messages(
+            owner_id=authenticated_client(request).key_id,
+            message_ids=data.get("ids"),
+            status=narrowing.get("status"),
+            narrowed_by=message_filter(narrowing),
+        )
+        return Response(BulkCancelSerializer(result).data)
 
 
 class MessageRetryView(ApiView):

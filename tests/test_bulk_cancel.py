@@ -1,0 +1,165 @@
+"""POST /messages/cancel (by ids or by filter) and the same filter on GET /messages."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+from django.db import connection
+
+from messages import message_states, scheduling
+from messages.api_keys import create_api_key
+from messages.models import API_TOKEN_KEY_ID, DeliveryAttempt, Message, MessageStatus
+from tests.factories import make_message
+
+T0 = datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def iso_q(moment: datetime) -> str:
+    return moment.isoformat().replace("+", "%2B")  # a + in a query string is a space
+
+
+def remaining() -> set[str]:
+    return set(Message.objects.values_list("message_id", flat=True))
+
+
+@pytest.fixture
+def cast():
+    """Four waiting messages an hour apart, two targets, one failed, one being sent, one of another key's."""
+    other, _ = create_api_key(name="other")
+    for minute, host in [(0, "a"), (60, "a"), (120, "b"), (180, "b")]:
+        make_message(message_id=f"m{minute}", due_at=at(minute), webhook_url=f"https://{host}.example.com/hook")
+    make_message(message_id="failed", status=MessageStatus.FAILED, due_at=None, webhook_url="https://a.example.com/hook")
+    make_message(message_id="sending", status=MessageStatus.SENDING, due_at=at(30), webhook_url="https://a.example.com/hook")
+    make_message(message_id="theirs", due_at=at(0), owner_id=other.pk, webhook_url="https://a.example.com/hook")
+
+
+@pytest.mark.django_db
+def test_cancel_by_ids_cancels_those_reports_the_one_in_flight_and_ignores_the_rest(api, cast):
+    DeliveryAttempt.objects.create(message=Message.objects.get(message_id="failed"), number=1, started_at=T0, duration_ms=1)
+
+    response = api.post("/messages/cancel", {"ids": ["m0", "failed", "sending", "theirs", "never-was"]}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {"cancelled": 2, "inFlight": ["sending"]}
+    assert remaining() == {"m60", "m120", "m180", "sending", "theirs"}
+    assert not DeliveryAttempt.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("narrowing", "cancelled", "in_flight", "left"),
+    [
+        ({"status": "scheduled", "dueBefore": at(120).isoformat()}, 2, [], {"m120", "m180", "failed", "sending", "theirs"}),
+        ({"dueAfter": at(60).isoformat(), "dueBefore": at(180).isoformat()}, 2, [], {"m0", "m180", "failed", "sending", "theirs"}),
+        ({"webhookUrlPrefix": "https://a."}, 3, ["sending"], {"m120", "m180", "sending", "theirs"}),
+        ({"status": "failed"}, 1, [], {"m0", "m60", "m120", "m180", "sending", "theirs"}),
+        ({}, 5, ["sending"], {"sending", "theirs"}),
+    ],
+)
+def test_cancel_by_filter_cancels_only_the_caller_s_matching_messages(api, cast, narrowing, cancelled, in_flight, left):
+    response = api.post("/messages/cancel", {"filter": narrowing}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {"cancelled": cancelled, "inFlight": in_flight}
+    assert remaining() == left
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"ids": ["a"], "filter": {}},
+        {"ids": []},
+        {"ids": "m0"},
+        {"ids": [1]},
+        {"filter": {"dueBefore": "2099-01-01T00:00:00"}},
+        {"filter": {"status": "delivered"}},
+        {"filter": "all"},
+    ],
+)
+def test_a_bad_cancel_is_a_400_and_cancels_nothing(api, cast, body):
+    response = api.post("/messages/cancel", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"]
+    assert len(remaining()) == 7
+
+
+@pytest.mark.django_db
+def test_a_message_whose_id_is_cancel_is_still_read_changed_and_deleted_at_its_path(api):
+    make_message(message_id="cancel", due_at=at(0))
+
+    assert api.get("/messages/cancel").json()["messageId"] == "cancel"
+    assert api.patch("/messages/cancel", {"payload": {"v": 2}}, format="json").status_code == 200
+    assert api.delete("/messages/cancel").json() == {"status": "deleted", "messageId": "cancel"}
+
+
+@pytest.mark.django_db
+def test_the_filter_narrows_get_messages_too(api, cast):
+    page = api.get(f"/messages?dueAfter={iso_q(at(60))}&webhookUrlPrefix=https://b.").json()
+
+    assert [job["messageId"] for job in page["scheduledJobs"]] == ["m120", "m180"]
+    assert page["count"] == 2
+    assert api.get("/messages?dueBefore=soon").status_code == 400
+
+
+@pytest.mark.django_db
+def test_a_cancel_across_many_batches_cancels_them_all(api, monkeypatch):
+    monkeypatch.setattr(scheduling, "CANCEL_BATCH", 7)
+    for number in range(50):
+        make_message(message_id=f"n{number}", due_at=at(number))
+
+    response = api.post("/messages/cancel", {"filter": {"status": "scheduled"}}, format="json")
+
+    assert response.json() == {"cancelled": 50, "inFlight": []}
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("rounds", range(4))
+def test_a_cancel_racing_claims_of_the_same_messages_leaves_each_either_cancelled_or_claimed(rounds):
+    # Given forty messages falling due now
+    now = datetime.now(UTC)
+    pks = [make_message(message_id=f"due{number}", due_at=now).pk for number in range(40)]
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def claim() -> None:
+        barrier.wait()
+        try:
+            results["claimed"] = sum(
+                message_states.claim([pk], token=uuid4(), due_by=now + timedelta(seconds=5)) for pk in reversed(pks)
+            )
+        finally:
+            connection.close()
+
+    def cancel() -> None:
+        barrier.wait()
+        try:
+            results["cancel"] = scheduling.cancel_messages(owner_id=API_TOKEN_KEY_ID, status=MessageStatus.SCHEDULED)
+        finally:
+            connection.close()
+
+    # When a worker claims them one by one while a bulk cancel runs
+    threads = [threading.Thread(target=claim), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then each is either gone or being sent, never both, and the counts say which
+    bulk, claimed = results["cancel"], results["claimed"]
+    assert isinstance(bulk, scheduling.BulkCancel)
+    assert isinstance(claimed, int)
+    left = Message.objects.filter(pk__in=pks)
+    assert set(left.values_list("status", flat=True)) <= {MessageStatus.SENDING}
+    assert bulk.cancelled + claimed == 40
+    assert left.count() == claimed
