@@ -7,17 +7,19 @@ is not found, as if it did not exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from messages import message_states, redis_keys
 from messages.confidential import seal_headers
 from messages.listing import NO_FILTER, MessageFilter
-from messages.models import ID_HOLDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
+from messages.models import ID_HOLDING_STATUSES, PENDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, is_imminent
 
 
@@ -125,25 +127,55 @@ def cancel_messages(
     *, owner_id: int, message_ids: list[str] | None = None, status: str | None = None, narrowed_by: MessageFilter = NO_FILTER
 ) -> BulkCancel:
     """Cancels the owner's messages with these ids, or those that match `status` and the filter
-    (by default all that hold an id: waiting, sending, failed), in batches by pk: bounded memory
-    and short transactions at any number. Those being sent are reported, not cancelled."""
+    (by default all that hold an id: waiting, sending, failed), in batches: bounded memory and
+    short transactions at any number. Those being sent are reported, not cancelled."""
     owned = Message.objects.owned_by(owner_id)
-    matching: QuerySet[Message]
+    walks: list[tuple[QuerySet[Message], str]]
     if message_ids is not None:
-        matching = owned.holding_id_in(message_ids)
+        walks = [(owned.holding_id_in(message_ids), "pk")]
     else:
-        matching = narrowed_by.apply(owned.filter(status__in=[status] if status else ID_HOLDING_STATUSES))
-    cancelled, after_pk = 0, 0
-    in_flight: list[str] = []
-    while batch := list(matching.filter(pk__gt=after_pk).order_by("pk").values_list("pk", "message_id")[:CANCEL_BATCH]):
-        after_pk = batch[-1][0]
-        with transaction.atomic():
-            gone = set(message_states.cancel_many([pk for pk, _ in batch]))
-        cancelled += len(gone)
-        left = [pk for pk, _ in batch if pk not in gone]
-        if left:
-            in_flight += Message.objects.filter(pk__in=left, status=MessageStatus.SENDING).values_list("message_id", flat=True)
+        statuses = [status] if status else list(ID_HOLDING_STATUSES)
+        pending = [name for name in statuses if name in PENDING_STATUSES]
+        walks = []
+        if pending:
+            walks.append((narrowed_by.apply(owned.filter(status__in=pending, due_at__isnull=False)), "due_at"))
+        if MessageStatus.FAILED in statuses:
+            walks.append((narrowed_by.apply(owned.filter(status=MessageStatus.FAILED, finished_at__isnull=False)), "finished_at"))
+    cancelled, in_flight = 0, list[str]()
+    for matching, order_field in walks:
+        for batch in _in_batches(matching, order_field):
+            with transaction.atomic():
+                gone = set(message_states.cancel_many([pk for pk, _ in batch]))
+            cancelled += len(gone)
+            left = [pk for pk, _ in batch if pk not in gone]
+            if left:
+                in_flight += Message.objects.filter(pk__in=left, status=MessageStatus.SENDING).values_list("message_id", flat=True)
     return BulkCancel(cancelled=cancelled, in_flight=in_flight)
+
+
+def _in_batches(matching: QuerySet[Message], order_field: str) -> Iterator[list[tuple[int, str]]]:
+    """(pk, message_id) of the matching rows, CANCEL_BATCH at a time, walked in the order of the
+    index that serves the filter: (owner, due_at, id) for pending ones, (status, finished_at) for
+    failed ones. The `>=` on the order field lets the database start each batch where the last
+    ended; walking by pk alone made SQLite read the owner's rows from the start each time."""
+    after: tuple[Any, int] | None = None
+    while True:
+        queryset = matching
+        if after is not None:
+            moment, pk = after
+            if order_field == "pk":
+                queryset = queryset.filter(pk__gt=pk)
+            else:
+                queryset = queryset.filter(**{f"{order_field}__gte": moment}).filter(
+                    Q(**{f"{order_field}__gt": moment}) | Q(**{order_field: moment, "pk__gt": pk})
+                )
+        fields = ("pk", "message_id") if order_field == "pk" else ("pk", "message_id", order_field)
+        rows = list(queryset.order_by(*dict.fromkeys((order_field, "pk"))).values_list(*fields)[:CANCEL_BATCH])
+        if not rows:
+            return
+        last = rows[-1]
+        after = (last[2] if order_field != "pk" else None, last[0])
+        yield [(row[0], row[1]) for row in rows]
 
 
 def retry_message(*, owner_id: int, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None) -> Message:

@@ -123,6 +123,25 @@ def test_a_cancel_across_many_batches_cancels_them_all(api, monkeypatch):
     assert not Message.objects.exists()
 
 
+@pytest.mark.django_db
+def test_a_cancel_walks_past_rows_it_leaves_and_rows_that_share_a_due_time(api, monkeypatch):
+    # Given 30 messages due at one instant, every third being sent, and 12 failed at one instant
+    monkeypatch.setattr(scheduling, "CANCEL_BATCH", 4)
+    for number in range(30):
+        status = MessageStatus.SENDING if number % 3 == 0 else MessageStatus.SCHEDULED
+        make_message(message_id=f"same{number}", due_at=T0, status=status)
+    for number in range(12):
+        make_message(message_id=f"gone{number}", status=MessageStatus.FAILED, due_at=None, finished_at=T0)
+
+    # When everything is cancelled, four rows a batch
+    response = api.post("/messages/cancel", {"filter": {}}, format="json")
+
+    # Then each batch started where the last ended: all cancelled but the ten in flight, each listed once
+    assert response.json()["cancelled"] == 32
+    assert sorted(response.json()["inFlight"]) == sorted(f"same{number}" for number in range(0, 30, 3))
+    assert remaining() == {f"same{number}" for number in range(0, 30, 3)}
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("rounds", range(4))
 def test_a_cancel_racing_claims_of_the_same_messages_leaves_each_either_cancelled_or_claimed(rounds):
