@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Left
 
 from messages.models import Message, MessageStatus
 from messages.row_counts import count_rows
@@ -39,7 +40,14 @@ class MessageFilter:
         if self.due_before is not None:
             queryset = queryset.filter(due_at__lt=self.due_before)
         if self.webhook_url_prefix:
-            queryset = queryset.filter(webhook_url__startswith=self.webhook_url_prefix)
+            # startswith is LIKE, which SQLite compares without case (https://a/X matches
+            # https://a/x%): the prefix is compared exactly as well, so both databases agree and a
+            # bulk cancel never takes a URL that differs in case.
+            queryset = (
+                queryset.filter(webhook_url__startswith=self.webhook_url_prefix)
+                .alias(url_start=Left("webhook_url", len(self.webhook_url_prefix)))
+                .filter(url_start=self.webhook_url_prefix)
+            )
         return queryset
 
 

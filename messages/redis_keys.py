@@ -80,6 +80,29 @@ def revoke_task_of(message_pk: int) -> None:
         logger.warning("revoke skipped for message %s: %s", message_pk, error)
 
 
+def task_id_of(message_pk: int) -> str | None:
+    """The id of the lone task queued for it, if known (best effort: None when Redis is away)."""
+    try:
+        task_id = redis_client().get(TASK_ID_KEY.format(message_pk=message_pk))
+    except REDIS_ERRORS as error:
+        logger.warning("task id of message %s not read: %s", message_pk, error)
+        return None
+    return None if task_id is None else as_text(task_id)
+
+
+def revoke_task(message_pk: int, task_id: str) -> None:
+    """Revokes that task, and forgets its id unless another task's has replaced it meanwhile
+    (beat may queue the message again as soon as its change commits). Best effort."""
+    try:
+        celery_app.control.revoke(task_id)
+        client = redis_client()
+        key = TASK_ID_KEY.format(message_pk=message_pk)
+        if client.get(key) == task_id.encode():
+            client.delete(key)  # a new id written between the two is left: it expires with its TTL
+    except REDIS_ERRORS as error:
+        logger.warning("revoke skipped for message %s: %s", message_pk, error)
+
+
 CLOCK_SKEW_KEY = KEY_PREFIX + "worker-clock-skew"
 
 

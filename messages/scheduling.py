@@ -243,14 +243,17 @@ def edit_message(
     for _ in range(EDIT_ATTEMPTS):
         with transaction.atomic():
             message = _editable_message(owner_id, message_id, expected_version)
+            # Read before the change commits: once it has, beat may queue the message again under
+            # a new task id, which a revoke after the commit must not take for the old one.
+            old_task_id = redis_keys.task_id_of(message.pk) if schedule_to is not None and not queue_now else None
             edited = message_states.edit(message, changes=changes, due_at=schedule_to, enqueued_at=now if queue_now else None)
             if edited and queue_now:
                 enqueue_after_commit(message)
         if edited:
-            if schedule_to is not None and not queue_now:
+            if old_task_id is not None:
                 # Its old task, if alone, need not run; one that runs finds the message not yet
                 # due. Beat queues it again within the horizon of its new time.
-                redis_keys.revoke_task_of(message.pk)
+                redis_keys.revoke_task(message.pk, old_task_id)
             return message
     raise MessageInFlight(message_id)
 

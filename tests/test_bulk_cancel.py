@@ -182,3 +182,16 @@ def test_a_cancel_racing_claims_of_the_same_messages_leaves_each_either_cancelle
     assert set(left.values_list("status", flat=True)) <= {MessageStatus.SENDING}
     assert bulk.cancelled + claimed == 40
     assert left.count() == claimed
+
+
+@pytest.mark.django_db
+def test_the_url_prefix_is_compared_with_its_case_on_both_databases(api):
+    make_message(message_id="lower", due_at=at(0), webhook_url="https://hooks.example.com/tenanta/1")
+    make_message(message_id="upper", due_at=at(0), webhook_url="https://hooks.example.com/TenantA/1")
+
+    listed = api.get("/messages?webhookUrlPrefix=https://hooks.example.com/tenanta/").json()
+    response = api.post("/messages/cancel", {"filter": {"webhookUrlPrefix": "https://hooks.example.com/tenanta/"}}, format="json")
+
+    assert [job["messageId"] for job in listed["scheduledJobs"]] == ["lower"]
+    assert response.json() == {"cancelled": 1, "inFlight": []}
+    assert remaining() == {"upper"}

@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 from django.db import connection
 
-from messages import message_states, scheduling
+from messages import message_states, redis_keys, scheduling
 from messages.confidential import open_headers
 from messages.models import API_TOKEN_KEY_ID, ApiKey, DeliveryAttempt, Message, MessageStatus
 from tests.factories import make_message
@@ -350,3 +350,27 @@ def test_a_message_moved_into_the_past_is_sent_once_at_once(api, service, hook_p
     calls = service.wait_for_calls(hook_path, 1, timeout=15)
     assert calls[0].arrived_at - moved_at.timestamp() < LATENESS_BOUND_SECONDS
     assert len(nothing_more_arrives(lambda: service.calls_to(hook_path), within=1.5, what="a second call")) == 1
+
+
+@pytest.mark.django_db
+def test_moving_a_message_later_revokes_the_task_it_had_not_one_queued_since(api, monkeypatch):
+    # Given a message whose lone task's id is kept
+    create(api)
+    message = stored()
+    redis_keys.remember_task_id(message.pk, "the-old-task", ttl_seconds=60)
+    revoked: list[str] = []
+    monkeypatch.setattr(redis_keys.celery_app.control, "revoke", revoked.append)
+
+    # When it is moved later, and beat queues it again under a new id before the revoke runs
+    real_revoke = redis_keys.revoke_task
+
+    def beat_first(message_pk: int, task_id: str) -> None:
+        redis_keys.remember_task_id(message_pk, "the-new-task", ttl_seconds=60)
+        real_revoke(message_pk, task_id)
+
+    monkeypatch.setattr(redis_keys, "revoke_task", beat_first)
+    assert api.patch("/messages/plan", {"scheduleTo": iso(FAR_FUTURE + timedelta(days=1))}).status_code == 200
+
+    # Then the old task is revoked, and the new one's id is kept for a later cancel
+    assert revoked == ["the-old-task"]
+    assert redis_keys.task_id_of(message.pk) == "the-new-task"

@@ -229,7 +229,8 @@ class MessageDetailSerializer(SharedFieldsSerializer):
         {
             "type": "integer",
             "nullable": True,
-            "description": "How late the first attempt started against `scheduleTo`, in milliseconds; null before it.",
+            "description": "How late the first attempt started against the moment it was due (`scheduleTo`, or the "
+            "time it was moved to), in milliseconds; null before it.",
         }
     )
     def get_firstAttemptLateMs(self, message: Message) -> int | None:
