@@ -145,7 +145,7 @@ def cancel_messages(
     for matching, order_field in walks:
         for batch in _in_batches(matching, order_field):
             with transaction.atomic():
-                gone = set(message_states.cancel_many([pk for pk, _ in batch]))
+                gone = set(message_states.cancel_many([pk for pk, _ in batch], still_matching=matching))
             cancelled += len(gone)
             left = [pk for pk, _ in batch if pk not in gone]
             if left:

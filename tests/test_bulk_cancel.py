@@ -195,3 +195,24 @@ def test_the_url_prefix_is_compared_with_its_case_on_both_databases(api):
     assert [job["messageId"] for job in listed["scheduledJobs"]] == ["lower"]
     assert response.json() == {"cancelled": 1, "inFlight": []}
     assert remaining() == {"upper"}
+
+
+@pytest.mark.django_db
+def test_a_message_changed_out_of_the_filter_after_its_batch_was_read_is_not_cancelled(api, monkeypatch):
+    # Given a message that matches when its batch is read, and is edited away before the lock
+    make_message(message_id="moved-away", due_at=at(0), webhook_url="https://a.example.com/hook")
+    read_batches = scheduling._in_batches
+
+    def read_then_edit(matching, order_field):
+        for batch in read_batches(matching, order_field):
+            Message.objects.filter(message_id="moved-away").update(webhook_url="https://b.example.com/hook")
+            yield batch
+
+    monkeypatch.setattr(scheduling, "_in_batches", read_then_edit)
+
+    # When the bulk cancel locks and deletes the batch
+    response = api.post("/messages/cancel", {"filter": {"webhookUrlPrefix": "https://a."}}, format="json")
+
+    # Then the filter is read again under the lock: the message stays
+    assert response.json() == {"cancelled": 0, "inFlight": []}
+    assert remaining() == {"moved-away"}
