@@ -32,7 +32,7 @@ from bench.scenarios import Bench, log
 from bench.service import ROOT, Database, PostgresDatabase, Service, SQLiteDatabase, free_port, wait_until
 
 # The live stages share one long-lived service; pending and large-payloads start their own.
-LIVE_STAGES = ("create", "burst", "slow", "steady")
+LIVE_STAGES = ("create", "batch", "burst", "slow", "steady")
 DEFAULT_STAGES = (*LIVE_STAGES, "pending")
 # Not in the default run: it drives the worker to several GB at once (docs/benchmarks.md).
 STAGES = (*DEFAULT_STAGES, "large-payloads")
@@ -48,6 +48,9 @@ def parse_args() -> argparse.Namespace:
                         "created on this server and dropped afterwards")
     parser.add_argument("--clients", type=int, default=16, help="concurrent API clients (default 16)")
     parser.add_argument("--create-n", type=int, default=5000, help="POSTs in the create scenario")
+    parser.add_argument("--batch-n", type=int, default=60, help="POST /messages/batch requests in the batch scenario")
+    parser.add_argument("--batch-size", type=int, default=1000, help="messages per batch (default 1000, the most)")
+    parser.add_argument("--batch-clients", type=int, default=4, help="concurrent clients of the batch scenario")
     parser.add_argument("--burst", default="1000,5000,5000:db", metavar="N[:db],...",
                         help="burst sizes; ':db' loads them into the database instead of POSTing "
                         "(default 1000,5000,5000:db)")
@@ -109,6 +112,9 @@ def live_scenarios(args: argparse.Namespace, bench: Bench) -> Iterator[tuple[str
     """(name, callable) for every scenario that runs against the one long-lived service."""
     if "create" in args.stages:
         yield "create", lambda: scenarios.create(bench, n=args.create_n)
+    if "batch" in args.stages:
+        yield "batch", lambda: scenarios.batch(bench, batches=args.batch_n, size=args.batch_size,
+                                               clients=args.batch_clients)
     if "burst" in args.stages:
         for spec in args.burst.split(","):
             size, feed = split_feed(spec)

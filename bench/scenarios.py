@@ -137,6 +137,33 @@ def create(bench: Bench, *, n: int) -> dict[str, object]:
     }
 
 
+def batch(bench: Bench, *, batches: int, size: int, clients: int) -> dict[str, object]:
+    """POST /messages/batch of `size` far-future messages each, `clients` at a time, back to back."""
+    tag = f"batch-{uuid.uuid4().hex[:8]}"
+    url = bench.receiver.hook_url("batch")
+
+    def batch_request(name: str) -> Request:
+        messages = [{"id": f"{name}-{i}", "scheduleTo": iso(FAR_FUTURE), "payload": {"bench": f"{name}-{i}"},
+                     "webhookUrl": url} for i in range(size)]
+        return ("POST", "/messages/batch", json.dumps({"messages": messages}).encode())
+
+    run_requests(port=bench.service.port, requests=[batch_request(f"{tag}-warm-{i}") for i in range(4)],
+                 clients=clients, headers=bench.headers)
+    requests = [batch_request(f"{tag}-{i}") for i in range(batches)]
+    with bench.profiled("batch-web", "web"), CpuMeter(bench.service) as cpu:
+        result = run_requests(port=bench.service.port, requests=requests, clients=clients, headers=bench.headers)
+    messages = result.statuses[200] * size  # each message of a 200 is scheduled: the ids are fresh
+    return {
+        "scenario": "batch",
+        "clients": clients,
+        "batch_size": size,
+        **result.summary(),
+        "messages_per_s": round(messages / result.elapsed_s) if result.elapsed_s else None,
+        "web_cpu_ms_per_message": cpu.per_item_ms("web", messages),
+        "db_server_cpu_ms_per_message": cpu.per_item_ms("db", messages),
+    }
+
+
 # --- deliveries: burst, slow, steady --------------------------------------------------------
 
 def _feed(bench: Bench, due: dict[str, float], *, feed: str, url: str, send_at: dict[str, float] | None = None) -> dict:

@@ -9,20 +9,18 @@ claim in `messages.delivery`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 from messages import message_states, redis_keys
 from messages.clock import database_clock_skew_seconds
 from messages.delivery import recover_stale_claims
 from messages.models import WAITING_STATUSES, Message
-from messages.queueing import enqueue_group, horizon_end
+from messages.queueing import Row, enqueue_in_groups, horizon_end
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +76,10 @@ def enqueue_horizon(*, now: datetime) -> int:
         return 0
     # Marked before sending: a crash in between leaves them to the recovery rule, not lost.
     message_states.mark_enqueued([row[0] for row in rows], now=now)
-    enqueued: list[int] = []
-    try:
-        for eta, group in _groups_due_together(rows, now=now):
-            enqueue_group([row[0] for row in group], eta=eta, payload_bytes=sum(row[3] for row in group))
-            enqueued.extend(row[0] for row in group)
-    except BrokerError as error:
-        logger.warning("dispatch stopped after %d messages, broker unavailable: %s", len(enqueued), error)
-        message_states.forget_enqueued({row[0] for row in rows} - set(enqueued))
+    enqueued = enqueue_in_groups(rows, now=now)
     for row in lost:
         logger.warning("message %s enqueued again: its task was lost", row[1])
     return len(enqueued)
-
-
-Row = tuple[int, str, datetime, int]  # pk, message id, due at, payload bytes
 
 
 def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
@@ -105,31 +93,3 @@ def _waiting_rows(condition: Q, *, limit: int) -> list[Row]:
     )
     # due_at is never None on a waiting message (models.STATE_INVARIANTS).
     return cast(list[Row], list(rows))
-
-
-def _groups_due_together(rows: Sequence[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:
-    """Messages already due travel in chunks without eta; the others in groups due within one
-    DELIVERY_GROUP_WINDOW_MS, with the eta of the group's first. A task per message would cost
-    more than the message itself; inside the task each one still waits for its own moment.
-    No task carries more than DELIVERY_GROUP_CONCURRENCY messages or DELIVERY_TASK_MAX_BYTES
-    of payloads: what one task claims is what one worker must hold at once."""
-    window = timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS)
-    yield from ((None, chunk) for chunk in _tasks([row for row in rows if row[2] <= now], window=None))
-    yield from ((group[0][2], group) for group in _tasks([row for row in rows if row[2] > now], window=window))
-
-
-def _tasks(rows: Sequence[Row], *, window: timedelta | None) -> Iterable[list[Row]]:
-    """Consecutive rows in tasks within the count and byte caps and, with a window, due within
-    it of the task's first."""
-    most = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
-    task: list[Row] = []
-    task_bytes = 0
-    for row in rows:
-        is_full = len(task) >= most or task_bytes + row[3] > settings.DELIVERY_TASK_MAX_BYTES
-        if task and (is_full or (window is not None and row[2] - task[0][2] > window)):
-            yield task
-            task, task_bytes = [], 0
-        task.append(row)
-        task_bytes += row[3]
-    if task:
-        yield task

@@ -107,6 +107,37 @@ class MessageQuerySet(models.QuerySet["Message"]):
         message._state.adding = False
         message._state.db = alias
 
+    def insert_many(self, messages: list[Message]) -> None:
+        """Saves new messages in one executemany of the statement insert() compiles, without
+        RETURNING: their pks stay unset (look them up by delivery_id). The values are prepared
+        field by field with the fields' own get_db_prep_save, once per distinct value of a
+        field: in a batch most fields repeat (owner, status, created_at, the empty ones), and
+        preparing each value of each row was most of the cost (docs/benchmarks.md, batch)."""
+        if not messages:
+            return
+        alias = router.db_for_write(Message)
+        connection = connections[alias]
+        fields = _inserted_fields()
+        columns: list[list[Any]] = []
+        for field in fields:
+            prepared: dict[Any, Any] = {}
+            column = []
+            for message in messages:
+                value = field.pre_save(message, True)
+                key = (type(value), value)  # 1 and True, equal as keys, stay apart
+                try:
+                    column.append(prepared[key])
+                except KeyError:
+                    column.append(prepared.setdefault(key, field.get_db_prep_save(value, connection)))
+                except TypeError:  # unhashable: prepared alone
+                    column.append(field.get_db_prep_save(value, connection))
+            columns.append(column)
+        with connection.cursor() as cursor:
+            cursor.executemany(_insert_statement_without_returning(alias), list(zip(*columns, strict=True)))
+        for message in messages:
+            message._state.adding = False
+            message._state.db = alias
+
 
 def encode_payload(payload: Any) -> str:
     """The JSON text stored and sent: compact, in the client's key order, encoded once."""
@@ -234,6 +265,15 @@ def _insert_statement(alias: str) -> str | None:
     [(statement, _values)] = compiler.as_sql()
     # Oracle returns through bound variables, which would need their own handling.
     return None if compiler.returning_params else statement
+
+
+@cache
+def _insert_statement_without_returning(alias: str) -> str:
+    """INSERT with a placeholder per field, for executemany (which returns no rows)."""
+    query = InsertQuery(Message)
+    query.insert_values(_inserted_fields(), [Message()])
+    [(statement, _values)] = query.get_compiler(alias).as_sql()
+    return statement
 
 
 class DeliveryAttempt(models.Model):

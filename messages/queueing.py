@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from uuid import uuid4
 
@@ -46,6 +46,62 @@ def enqueue_group(message_pks: Sequence[int], *, eta: datetime | None, payload_b
         # Revoking a shared task would stop its other messages: only lone tasks are revocable.
         ttl = int(settings.SCHEDULER_HORIZON_SECONDS + settings.SCHEDULER_RECOVERY_SECONDS) + 60
         redis_keys.remember_task_id(message_pks[0], task_id, ttl_seconds=ttl)
+
+
+Row = tuple[int, str, datetime, int]  # pk, message id, due at, payload bytes
+
+
+def enqueue_in_groups(rows: Sequence[Row], *, now: datetime, enqueued_at: datetime | None = None) -> list[int]:
+    """Sends the tasks for these messages, marked enqueued (at `enqueued_at`), grouped as they
+    are due; returns the pks sent. When the broker fails, the rest are marked not enqueued (if
+    still marked at `enqueued_at`), for the next dispatch run."""
+    enqueued: list[int] = []
+    try:
+        for eta, group in groups_due_together(rows, now=now):
+            enqueue_group([row[0] for row in group], eta=eta, payload_bytes=sum(row[3] for row in group))
+            enqueued.extend(row[0] for row in group)
+    except (BrokerError, *redis_keys.REDIS_ERRORS) as error:
+        logger.warning("enqueueing stopped after %d messages, broker unavailable: %s", len(enqueued), error)
+        message_states.forget_enqueued({row[0] for row in rows} - set(enqueued), enqueued_at=enqueued_at)
+    return enqueued
+
+
+def groups_due_together(rows: Sequence[Row], *, now: datetime) -> Iterable[tuple[datetime | None, list[Row]]]:
+    """Messages already due travel in chunks without eta; the others in groups due within one
+    DELIVERY_GROUP_WINDOW_MS, with the eta of the group's first. A task per message would cost
+    more than the message itself; inside the task each one still waits for its own moment.
+    No task carries more than DELIVERY_GROUP_CONCURRENCY messages or DELIVERY_TASK_MAX_BYTES
+    of payloads: what one task claims is what one worker must hold at once."""
+    window = timedelta(milliseconds=settings.DELIVERY_GROUP_WINDOW_MS)
+    yield from ((None, chunk) for chunk in _tasks([row for row in rows if row[2] <= now], window=None))
+    yield from ((group[0][2], group) for group in _tasks([row for row in rows if row[2] > now], window=window))
+
+
+def _tasks(rows: Sequence[Row], *, window: timedelta | None) -> Iterable[list[Row]]:
+    """Consecutive rows in tasks within the count and byte caps and, with a window, due within
+    it of the task's first."""
+    most = max(settings.DELIVERY_GROUP_CONCURRENCY, 1)
+    task: list[Row] = []
+    task_bytes = 0
+    for row in rows:
+        is_full = len(task) >= most or task_bytes + row[3] > settings.DELIVERY_TASK_MAX_BYTES
+        if task and (is_full or (window is not None and row[2] - task[0][2] > window)):
+            yield task
+            task, task_bytes = [], 0
+        task.append(row)
+        task_bytes += row[3]
+    if task:
+        yield task
+
+
+def enqueue_many_after_commit(messages: Sequence[Message], *, enqueued_at: datetime) -> None:
+    """For messages just saved marked enqueued at `enqueued_at` (their pks known): their tasks,
+    grouped as the dispatcher groups them, once the transaction commits."""
+    rows: list[Row] = sorted(
+        ((message.pk, message.message_id, message.due_at, message.payload_bytes) for message in messages if message.due_at),
+        key=lambda row: row[2],
+    )
+    transaction.on_commit(lambda: enqueue_in_groups(rows, now=enqueued_at, enqueued_at=enqueued_at), robust=True)
 
 
 def enqueue_after_commit(message: Message, *, due_at: datetime | None = None, enqueued_at: datetime | None = None) -> None:

@@ -7,7 +7,7 @@ is not found, as if it did not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ from messages import message_states, redis_keys
 from messages.confidential import seal_headers
 from messages.listing import NO_FILTER, MessageFilter
 from messages.models import ID_HOLDING_STATUSES, PENDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
-from messages.queueing import enqueue_after_commit, is_imminent
+from messages.queueing import enqueue_after_commit, enqueue_many_after_commit, is_imminent
 
 
 class MessageIdTaken(Exception):
@@ -52,47 +52,109 @@ class VersionMismatch(Exception):
 EDIT_ATTEMPTS = 3
 
 
-def schedule_message(
-    *,
-    owner_id: int,
-    message_id: str,
-    schedule_to: datetime,
-    webhook_url: str,
-    time_zone: str = "",
-    payload_json: str,
-    headers: dict[str, str] | None = None,
-    max_attempts: int | None = None,
-    timeout_seconds: int | None = None,
-    now: datetime | None = None,
-) -> Message:
+@dataclass(frozen=True)
+class NewMessage:
+    """A message a client asks for, its fields validated."""
+
+    message_id: str
+    schedule_to: datetime
+    webhook_url: str
+    payload_json: str
+    time_zone: str = ""  # the zone schedule_to was given in, if it was given in local time
+    headers: dict[str, str] | None = None
+    max_attempts: int | None = None
+    timeout_seconds: int | None = None
+
+
+def _unsaved_message(owner_id: int, new: NewMessage, *, now: datetime) -> Message:
+    """The row of a message just accepted; marked enqueued when it is due too soon to leave to
+    beat (anything later costs one INSERT: beat enqueues it with the others due with it)."""
+    return Message(
+        owner_id=owner_id,
+        message_id=new.message_id,
+        schedule_to=new.schedule_to,
+        time_zone=new.time_zone,
+        **message_states.scheduled_fields(
+            due_at=new.schedule_to, enqueued_at=now if is_imminent(new.schedule_to, now=now) else None
+        ),
+        webhook_url=new.webhook_url,
+        payload_json=new.payload_json,
+        payload_bytes=len(new.payload_json.encode()),
+        headers_sealed=seal_headers(new.headers or {}),
+        max_attempts=new.max_attempts,
+        timeout_seconds=new.timeout_seconds,
+        created_at=now,
+    )
+
+
+def schedule_message(*, owner_id: int, new: NewMessage, now: datetime | None = None) -> Message:
     now = now or timezone.now()
-    queue_now = is_imminent(schedule_to, now=now)
     try:
         with transaction.atomic():
-            message = Message(
-                owner_id=owner_id,
-                message_id=message_id,
-                schedule_to=schedule_to,
-                time_zone=time_zone,
-                # Anything later costs one INSERT: beat enqueues it with the others due with it.
-                **message_states.scheduled_fields(due_at=schedule_to, enqueued_at=now if queue_now else None),
-                webhook_url=webhook_url,
-                payload_json=payload_json,
-                payload_bytes=len(payload_json.encode()),
-                headers_sealed=seal_headers(headers or {}),
-                max_attempts=max_attempts,
-                timeout_seconds=timeout_seconds,
-                created_at=now,
-            )
+            message = _unsaved_message(owner_id, new, now=now)
             Message.objects.insert(message)
-            if queue_now:
+            if message.enqueued_at is not None:
                 enqueue_after_commit(message)
     except IntegrityError:
         # The id's uniqueness, or something else (an owner that is gone): only the first is a 409.
-        if Message.objects.owned_by(owner_id).holding_id(message_id).exists():
-            raise MessageIdTaken(message_id) from None
+        if Message.objects.owned_by(owner_id).holding_id(new.message_id).exists():
+            raise MessageIdTaken(new.message_id) from None
         raise
     return message
+
+
+# How often a batch is tried again after a concurrent create took one of its ids between its
+# check and its insert (PostgreSQL; SQLite's write transactions queue, so none comes between).
+BATCH_ATTEMPTS = 3
+# Ids per query when a batch looks for those already held.
+ID_LOOKUP_CHUNK = 500
+
+
+def schedule_messages(
+    *, owner_id: int, new_messages: Sequence[NewMessage], now: datetime | None = None
+) -> list[Message | MessageIdTaken]:
+    """Schedules the messages whose ids are free, all in one transaction: all of them or none.
+    For each, in order, its saved Message or MessageIdTaken (the owner holds the id, or an
+    earlier message of the batch took it)."""
+    now = now or timezone.now()
+    for attempt in range(1, BATCH_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return _schedule_all_free(owner_id, new_messages, now=now)
+        except IntegrityError:
+            if attempt == BATCH_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _schedule_all_free(owner_id: int, new_messages: Sequence[NewMessage], *, now: datetime) -> list[Message | MessageIdTaken]:
+    ids = [new.message_id for new in new_messages]
+    owned = Message.objects.owned_by(owner_id)
+    taken = {
+        message_id
+        for start in range(0, len(ids), ID_LOOKUP_CHUNK)
+        for message_id in owned.holding_id_in(ids[start : start + ID_LOOKUP_CHUNK]).values_list("message_id", flat=True)
+    }
+    results: list[Message | MessageIdTaken] = []
+    for new in new_messages:
+        if new.message_id in taken:
+            results.append(MessageIdTaken(new.message_id))
+        else:
+            taken.add(new.message_id)
+            results.append(_unsaved_message(owner_id, new, now=now))
+    # In the order of their ids: two batches taking some of the same ids then wait for each
+    # other in the unique index instead of deadlocking (PostgreSQL), whatever their own orders.
+    accepted = sorted((result for result in results if isinstance(result, Message)), key=lambda message: message.message_id)
+    Message.objects.insert_many(accepted)
+    imminent = [message for message in accepted if message.enqueued_at is not None]
+    if imminent:
+        pks = dict(
+            Message.objects.filter(delivery_id__in=[message.delivery_id for message in imminent]).values_list("delivery_id", "pk")
+        )
+        for message in imminent:
+            message.pk = pks[message.delivery_id]
+        enqueue_many_after_commit(imminent, enqueued_at=now)
+    return results
 
 
 def _locked_message(owner_id: int, message_id: str, *, allow_in_flight: bool = False) -> Message:

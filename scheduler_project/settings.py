@@ -319,6 +319,10 @@ def _ports_from_env() -> frozenset[int]:
 
 # Largest accepted payload, JSON-encoded; larger gives 413.
 PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", default=1024 * 1024)
+# Most messages in one POST /messages/batch, and the largest body it reads (never less than one
+# message's largest); more gives 400, larger 413.
+BATCH_MAX_MESSAGES = env.int("BATCH_MAX_MESSAGES", default=1000)
+BATCH_MAX_BYTES = env.int("BATCH_MAX_BYTES", default=8 * 1024 * 1024)
 # Messages due within this many seconds are handed to Celery with an exact eta; the rest wait
 # in the database. Must stay far below the broker's visibility timeout (a system check says so).
 SCHEDULER_HORIZON_SECONDS = env.float("SCHEDULER_HORIZON_SECONDS", default=300.0)

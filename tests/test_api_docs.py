@@ -22,6 +22,7 @@ API_OPERATIONS = {
     ("/messages/{id}", "get"): "getMessage",
     ("/messages/{id}", "patch"): "editMessage",
     ("/messages/cancel", "post"): "cancelMessages",
+    ("/messages/batch", "post"): "scheduleMessages",
     ("/messages/{id}", "delete"): "cancelMessage",
     ("/messages/{id}/retry", "post"): "retryMessage",
     ("/health", "get"): "health",

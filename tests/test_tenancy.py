@@ -331,8 +331,10 @@ def test_an_insert_that_fails_for_another_reason_than_the_id_is_not_reported_as_
     with pytest.raises(IntegrityError):
         scheduling.schedule_message(
             owner_id=987654,
-            message_id="orphan",
-            schedule_to=timezone.now() + timedelta(days=1),
-            webhook_url="https://example.com/",
-            payload_json="{}",
+            new=scheduling.NewMessage(
+                message_id="orphan",
+                schedule_to=timezone.now() + timedelta(days=1),
+                webhook_url="https://example.com/",
+                payload_json="{}",
+            ),
         )

@@ -48,13 +48,25 @@ def domain_error(exc: Exception) -> APIException | None:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     exc = domain_error(exc) or exc
     if isinstance(exc, ValidationError):
-        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        errors = {field: _messages(value) for field, value in detail.items()}
-        return Response(validation_error_body(_first_error_sentence(errors), errors), status=status.HTTP_400_BAD_REQUEST)
+        status_code, body = error_answer(exc)
+        return Response(body, status=status_code)
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and set(response.data) == {"detail"}:
         response.data = error_body(response.data["detail"])
     return response
+
+
+def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and body a request refused with `exc` (validation, a domain refusal, a 413)
+    gets: what POST /messages answers, and what a batch says of each message it refuses."""
+    exc = domain_error(exc) or exc
+    if isinstance(exc, ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        errors = {field: _messages(value) for field, value in detail.items()}
+        return status.HTTP_400_BAD_REQUEST, validation_error_body(_first_error_sentence(errors), errors)
+    if isinstance(exc, APIException):
+        return exc.status_code, error_body(str(exc.detail))
+    raise exc
 
 
 def _messages(value: Any, prefix: str = "") -> list[str]:

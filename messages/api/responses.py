@@ -136,6 +136,36 @@ class MessageListSerializer(SharedFieldsSerializer):
     )
 
 
+class BatchItemErrorSerializer(ValidationErrorSerializer):
+    status = serializers.IntegerField(help_text="What POST /messages would have answered for this message alone: 400, 409 or 413.")
+
+
+class OptionalBatchItemErrorSerializer(OmittedWhenEmptyMixin, BatchItemErrorSerializer):
+    pass
+
+
+class BatchItemSerializer(SharedFieldsSerializer):
+    # One item of POST /messages/batch's results: renders an api.batches.BatchItem.
+    status = OptionalCharField(required=False, help_text="`scheduled`; absent when the message was refused.")
+    messageId = serializers.CharField(
+        source="message_id", allow_null=True, help_text="The message's id; null when it gave none a message could have."
+    )
+    error = OptionalBatchItemErrorSerializer(
+        required=False, help_text="Why it was refused, as POST /messages would have answered; absent when scheduled."
+    )
+
+    def to_representation(self, item: Any) -> dict[str, Any]:
+        # The same answer as the fields above give (tests/test_batch.py compares them), written
+        # out: a batch holds up to 1,000 items.
+        if item.error is None:
+            return {"status": "scheduled", "messageId": item.message_id}
+        return {"messageId": item.message_id, "error": item.error}
+
+
+class BatchResultsSerializer(SharedFieldsSerializer):
+    results = BatchItemSerializer(many=True, help_text="One per message sent, in the same order.")
+
+
 class BulkCancelSerializer(SharedFieldsSerializer):
     # Renders a scheduling.BulkCancel.
     cancelled = serializers.IntegerField(help_text="How many messages were cancelled: none of them is called after this.")

@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from messages.api.exceptions import RequestTooLarge
 from messages.api.responses import (
+    BatchResultsSerializer,
     BulkCancelSerializer,
     DeletedSerializer,
     ErrorSerializer,
@@ -31,6 +32,7 @@ from messages.api.serializers import (
     ListMessagesSerializer,
     RetryMessageSerializer,
     ScheduleMessageSerializer,
+    ScheduleMessagesSerializer,
 )
 
 # --- Authentication and custom fields ------------------------------------------------------
@@ -69,10 +71,11 @@ def contract_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tupl
     """
     documented = []
     for path, path_regex, method, callback in endpoints:
-        if "(?P<message_id>cancel)" in path_regex:
-            # POST /messages/cancel; its other methods are /messages/{id}'s, documented there.
+        named = next((name for name in ("cancel", "batch") if f"(?P<message_id>{name})" in path_regex), None)
+        if named:
+            # POST /messages/cancel and /messages/batch; their other methods are /messages/{id}'s, documented there.
             if method == "POST":
-                documented.append(("/messages/cancel", path_regex, method, callback))
+                documented.append((f"/messages/{named}", path_regex, method, callback))
             continue
         path = path.rstrip("/").replace("{message_id}", "{id}")
         documented.append((path, path_regex.replace("(?P<message_id>", "(?P<id>"), method, callback))
@@ -209,30 +212,39 @@ _list_limit = cast(serializers.IntegerField, _list_query["limit"])
 
 # --- One decorator per operation, applied in views.py --------------------------------------
 
+IDEMPOTENCY_PARAMETERS = [
+    OpenApiParameter(
+        "Idempotency-Key",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        pattern="^[!-~]{1,255}$",
+        description="Makes a retry safe: the same key with the same body within IDEMPOTENCY_KEY_TTL (24 h) "
+        "answers what the first request answered and schedules nothing new, even once the message was "
+        "delivered; the same key with another body answers 422. A twin sent while the first is processed "
+        "waits for it and gets its answer.",
+    ),
+    OpenApiParameter(
+        "Idempotent-Replayed",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200],
+        description="`true` when the answer is the one kept for this Idempotency-Key.",
+    ),
+]
+KEY_REUSED = _error(
+    "The Idempotency-Key was used for a request with another body; nothing is scheduled.",
+    (
+        "Key reused",
+        "This Idempotency-Key was used for a request with another body; use a new key for a new request.",
+    ),
+)
+
 schedule_message_docs = extend_schema(
     operation_id="scheduleMessage",
     summary="Schedule a webhook call",
     description="At `scheduleTo` the service POSTs `payload` as JSON to `webhookUrl`, retrying network "
     "errors and 5xx. The id is taken until the message is delivered or deleted.",
-    parameters=[
-        OpenApiParameter(
-            "Idempotency-Key",
-            OpenApiTypes.STR,
-            OpenApiParameter.HEADER,
-            pattern="^[!-~]{1,255}$",
-            description="Makes a retry safe: the same key with the same body within IDEMPOTENCY_KEY_TTL (24 h) "
-            "answers what the first request answered and schedules nothing new, even once the message was "
-            "delivered; the same key with another body answers 422. A twin sent while the first is processed "
-            "waits for it and gets its answer.",
-        ),
-        OpenApiParameter(
-            "Idempotent-Replayed",
-            OpenApiTypes.STR,
-            OpenApiParameter.HEADER,
-            response=[200],
-            description="`true` when the answer is the one kept for this Idempotency-Key.",
-        ),
-    ],
+    parameters=IDEMPOTENCY_PARAMETERS,
     request=ScheduleMessageSerializer,
     examples=[
         OpenApiExample("Contract", value=CONTRACT_MESSAGE, request_only=True),
@@ -265,13 +277,68 @@ schedule_message_docs = extend_schema(
         ),
         413: TOO_LARGE,
         415: NOT_JSON,
-        422: _error(
-            "The Idempotency-Key was used for a request with another body; nothing is scheduled.",
-            (
-                "Key reused",
-                "This Idempotency-Key was used for a request with another body; use a new key for a new request.",
-            ),
+        422: KEY_REUSED,
+    },
+)
+
+schedule_messages_docs = extend_schema(
+    operation_id="scheduleMessages",
+    summary="Schedule many webhook calls",
+    description="Up to BATCH_MAX_MESSAGES (1,000) messages, each as POST /messages takes it, in one request. Each "
+    "is accepted or refused on its own, and `results` answers for each in the same order: scheduled, or the "
+    "status and error POST /messages would have given it alone (400 invalid, 409 id taken, also by an earlier "
+    "message of the batch, 413 payload too large). A refused message never stops the others; the accepted ones "
+    "are stored together, all or none. The body may be up to BATCH_MAX_BYTES (8 MiB).",
+    parameters=IDEMPOTENCY_PARAMETERS,
+    request=ScheduleMessagesSerializer,
+    examples=[
+        OpenApiExample(
+            "Two messages",
+            value={
+                "messages": [
+                    CONTRACT_MESSAGE,
+                    {**CONTRACT_MESSAGE, "id": "second-message-id", "scheduleTo": "2026-04-15T03:00:00Z"},
+                ]
+            },
+            request_only=True,
         ),
+    ],
+    responses={
+        200: OpenApiResponse(
+            BatchResultsSerializer,
+            description="Each message's answer, in order.",
+            examples=[
+                _example(
+                    "One scheduled, one refused",
+                    {
+                        "results": [
+                            {"status": "scheduled", "messageId": "unique-message-id"},
+                            {
+                                "messageId": "second-message-id",
+                                "error": {
+                                    "status": 400,
+                                    "detail": "Invalid scheduleTo: Must carry a UTC offset, e.g. 'Z' or '+02:00'.",
+                                    "errors": {"scheduleTo": ["Must carry a UTC offset, e.g. 'Z' or '+02:00'."]},
+                                },
+                            },
+                        ]
+                    },
+                )
+            ],
+        ),
+        400: _invalid(
+            'The body is not {"messages": [...]} with 1 to BATCH_MAX_MESSAGES messages; nothing is stored.',
+            "messages",
+            "At most 1000 messages in one batch (BATCH_MAX_MESSAGES).",
+        ),
+        401: UNAUTHORIZED,
+        429: THROTTLED,
+        413: _error(
+            "The body is larger than BATCH_MAX_BYTES; nothing is stored.",
+            ("Too large", "The request body is larger than BATCH_MAX_BYTES (8388608 bytes); send fewer messages per batch."),
+        ),
+        415: NOT_JSON,
+        422: KEY_REUSED,
     },
 )
 

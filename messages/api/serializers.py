@@ -16,6 +16,7 @@ from messages.api.shared_fields import SharedFieldsSerializer
 from messages.listing import LISTABLE_STATUSES, MessageFilter
 from messages.local_time import ZONE_NAME_MAX_LENGTH, UnknownTimeZone, resolve_local_time, time_zone
 from messages.models import TIMEOUT_SECONDS_MAX, encode_payload
+from messages.scheduling import NewMessage
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason, port_block_reason
 from messages.webhook_client import IDEMPOTENCY_HEADER, MESSAGE_ID_HEADER
@@ -26,6 +27,7 @@ HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
 MAX_HEADERS = 50
 PAYLOAD_MAX_DEPTH = 200
+MAX_ATTEMPTS_MAX = 20
 # Set by the connection or by this service on every call: a message may not override them.
 RESERVED_HEADERS = frozenset(
     {
@@ -201,7 +203,7 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
         required=False,
         validators=[validate_headers],  # type: ignore[list-item]  # as webhookUrl's
     )
-    maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=20)
+    maxAttempts = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ATTEMPTS_MAX)
     timeoutSeconds = serializers.IntegerField(required=False, min_value=1, max_value=TIMEOUT_SECONDS_MAX)
     timezone = StrictCharField(
         required=False,
@@ -248,6 +250,99 @@ def with_local_schedule_resolved(data: dict[str, Any]) -> dict[str, Any]:
         return {**data, "scheduleTo": resolve_local_time(moment, zone).isoformat()}
     except OverflowError:
         raise serializers.ValidationError({"scheduleTo": ["Is outside the representable range of dates."]}) from None
+
+
+def new_message(validated: dict[str, Any]) -> NewMessage:
+    """The message a POST /messages body (validated) asks for."""
+    return NewMessage(
+        message_id=validated["id"],
+        schedule_to=validated["scheduleTo"],
+        time_zone=validated.get("timezone", ""),
+        webhook_url=validated["webhookUrl"],
+        payload_json=validated["payload"],
+        headers=validated.get("headers"),
+        max_attempts=validated.get("maxAttempts"),
+        timeout_seconds=validated.get("timeoutSeconds"),
+    )
+
+
+def validated_new_message(data: Any, *, checked_urls: dict[str, bool]) -> dict[str, Any]:
+    """What ScheduleMessageSerializer makes of one message of a batch, or its refusal.
+    `checked_urls`: the webhook URLs already found allowed or not, in this batch."""
+    quick = _quickly_validated(data, checked_urls)
+    if quick is not None:
+        return quick
+    serializer = ScheduleMessageSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
+
+
+def _quickly_validated(data: Any, checked_urls: dict[str, bool]) -> dict[str, Any] | None:
+    """ScheduleMessageSerializer's validated data for a message whose every field is plainly
+    right, checked with the same rules but without DRF's machinery around each field (most of
+    the cost of a batch: docs/benchmarks.md); a URL is checked once per batch. None for anything
+    else (a refusal, a local time, a type DRF would coerce): the serializer then decides, and
+    words any refusal. tests/test_batch.py checks that both agree wherever this one answers."""
+    if type(data) is not dict or "timezone" in data:
+        return None
+    message_id, schedule_to, webhook_url, payload = (data.get(name) for name in ("id", "scheduleTo", "webhookUrl", "payload"))
+    if type(message_id) is not str or not MESSAGE_ID.fullmatch(message_id):
+        return None
+    if type(webhook_url) is not str or type(payload) not in (dict, list):
+        return None
+    if webhook_url not in checked_urls:
+        try:
+            validate_webhook_url(webhook_url)
+            checked_urls[webhook_url] = True
+        except serializers.ValidationError:
+            checked_urls[webhook_url] = False
+    if not checked_urls[webhook_url]:
+        return None
+    try:
+        validated: dict[str, Any] = {
+            "id": message_id,
+            "scheduleTo": parse_schedule_to(schedule_to),
+            "payload": validate_payload(payload),
+            "webhookUrl": webhook_url,
+        }
+        if "headers" in data:
+            headers = data["headers"]
+            if type(headers) is not dict or not all(type(value) is str for value in headers.values()):
+                return None
+            validated["headers"] = validate_headers(dict(headers))
+    except (serializers.ValidationError, RequestTooLarge):
+        return None
+    for name, most in (("maxAttempts", MAX_ATTEMPTS_MAX), ("timeoutSeconds", TIMEOUT_SECONDS_MAX)):
+        if name in data:
+            value = data[name]
+            if type(value) is not int or not 1 <= value <= most:
+                return None
+            validated[name] = value
+    return validated
+
+
+@extend_schema_field(ScheduleMessageSerializer(many=True))
+class NewMessagesField(serializers.Field):
+    """A JSON array of POST /messages bodies, each checked on its own (validated_new_message)."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Must be a JSON array of messages, each as POST /messages takes it.")
+        if not data:
+            raise serializers.ValidationError("Must hold at least one message.")
+        if len(data) > settings.BATCH_MAX_MESSAGES:
+            raise serializers.ValidationError(f"At most {settings.BATCH_MAX_MESSAGES} messages in one batch (BATCH_MAX_MESSAGES).")
+        return data
+
+
+class ScheduleMessagesSerializer(SharedFieldsSerializer):
+    messages = NewMessagesField(
+        help_text="Up to BATCH_MAX_MESSAGES (1,000) messages, each as POST /messages takes it. Each is accepted or "
+        "refused on its own; the accepted ones are stored together, all or none."
+    )
 
 
 class RetryMessageSerializer(SharedFieldsSerializer):

@@ -6,8 +6,9 @@ from messages.api import views
 # No trailing slash, as the contract says; the slashed form is accepted too, never redirected.
 urlpatterns = [
     re_path(r"^messages/?$", views.MessageCollectionView.as_view(), name="messages"),
-    # Before the detail pattern, which it extends: a message may still be called "cancel".
+    # Before the detail pattern, which they extend: a message may still be called "cancel" or "batch".
     re_path(r"^messages/(?P<message_id>cancel)/?$", views.MessageCancelView.as_view(), name="messages-cancel"),
+    re_path(r"^messages/(?P<message_id>batch)/?$", views.MessageBatchView.as_view(), name="messages-batch"),
     re_path(r"^messages/(?P<message_id>[^/]+)/retry/?$", views.MessageRetryView.as_view(), name="message-retry"),
     re_path(r"^messages/(?P<message_id>[^/]+)/?$", views.MessageDetailView.as_view(), name="message"),
     re_path(r"^health/?$", views.HealthView.as_view(), name="health"),

@@ -5,23 +5,28 @@ What the operations refuse becomes an HTTP status in one place: messages.api.err
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from messages import health, idempotency, listing, metrics, scheduling
-from messages.api import schema
+from messages.api import batches, schema
 from messages.api.authentication import authenticated_client
 from messages.api.negotiation import ContentNegotiation
+from messages.api.parsers import BatchJSONParser
 from messages.api.permissions import IsOperatorOrFromAllowedNetwork
 from messages.api.responses import (
+    BatchResultsSerializer,
     BulkCancelSerializer,
     DeletedSerializer,
     HealthSerializer,
@@ -38,7 +43,9 @@ from messages.api.serializers import (
     ListMessagesSerializer,
     RetryMessageSerializer,
     ScheduleMessageSerializer,
+    ScheduleMessagesSerializer,
     message_filter,
+    new_message,
 )
 from messages.models import Message
 
@@ -67,6 +74,23 @@ def idempotency_key(request: Request) -> str | None:
             {"Idempotency-Key": [f"Must be 1 to {idempotency.KEY_MAX_LENGTH} visible ASCII characters, without spaces."]}
         )
     return key
+
+
+def _answered_once(request: Request, *, owner_id: int, path: str, answer: Callable[[], tuple[int, Any]]) -> Response:
+    """`answer()`'s status and body; with an Idempotency-Key, once per key and body."""
+    key = idempotency_key(request)
+    if key is None:
+        status, body = answer()
+        return Response(body, status=status)
+    kept = idempotency.answer_once(
+        owner_id=owner_id,
+        key=key,
+        request_fingerprint=idempotency.fingerprint(method="POST", path=path, data=request.data),
+        now=timezone.now(),
+        ttl_seconds=settings.IDEMPOTENCY_KEY_TTL,
+        answer=answer,
+    )
+    return Response(kept.body, status=kept.status, headers={REPLAYED_HEADER: "true"} if kept.replayed else None)
 
 
 def _detail(message: Message) -> Response:
@@ -107,31 +131,10 @@ class MessageCollectionView(ApiView):
         owner_id = authenticated_client(request).key_id
 
         def schedule() -> tuple[int, dict]:
-            message = scheduling.schedule_message(
-                owner_id=owner_id,
-                message_id=data["id"],
-                schedule_to=data["scheduleTo"],
-                time_zone=data.get("timezone", ""),
-                webhook_url=data["webhookUrl"],
-                payload_json=data["payload"],
-                headers=data.get("headers"),
-                max_attempts=data.get("maxAttempts"),
-                timeout_seconds=data.get("timeoutSeconds"),
-            )
+            message = scheduling.schedule_message(owner_id=owner_id, new=new_message(data))
             return 200, ScheduledSerializer(message).data
 
-        key = idempotency_key(request)
-        if key is None:
-            return Response(schedule()[1])
-        answer = idempotency.answer_once(
-            owner_id=owner_id,
-            key=key,
-            request_fingerprint=idempotency.fingerprint(method="POST", path="/messages", data=request.data),
-            now=timezone.now(),
-            ttl_seconds=settings.IDEMPOTENCY_KEY_TTL,
-            answer=schedule,
-        )
-        return Response(answer.body, status=answer.status, headers={REPLAYED_HEADER: "true"} if answer.replayed else None)
+        return _answered_once(request, owner_id=owner_id, path="/messages", answer=schedule)
 
 
 class MessageDetailView(ApiView):
@@ -185,6 +188,28 @@ class MessageCancelView(MessageDetailView):
             narrowed_by=message_filter(narrowing),
         )
         return Response(BulkCancelSerializer(result).data)
+
+
+class MessageBatchView(MessageDetailView):
+    # POST /messages/batch schedules many; GET, PATCH and DELETE of /messages/batch stay those of
+    # a message whose id is "batch", as before this endpoint existed.
+
+    def get_parsers(self) -> list[BaseParser]:
+        if self.request is not None and self.request.method == "POST":
+            return [BatchJSONParser()]
+        return super().get_parsers()
+
+    @schema.schedule_messages_docs
+    def post(self, request: Request, message_id: str) -> Response:
+        serializer = ScheduleMessagesSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        owner_id = authenticated_client(request).key_id
+
+        def schedule() -> tuple[int, dict]:
+            items = batches.schedule_batch(owner_id=owner_id, items=serializer.validated_data["messages"])
+            return 200, BatchResultsSerializer({"results": items}).data
+
+        return _answered_once(request, owner_id=owner_id, path="/messages/batch", answer=schedule)
 
 
 class MessageRetryView(ApiView):
