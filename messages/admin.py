@@ -29,7 +29,7 @@ from django.utils.safestring import SafeString
 from messages.api_keys import issue_secret, revoke_api_key
 from messages.confidential import HeadersUnreadable, masked_headers, masked_url
 from messages.delivery import release_stuck_claims, stuck_claims
-from messages.models import ApiKey, DeliveryAttempt, Message, MessageStatus
+from messages.models import HISTORY_STATUSES, ApiKey, DeliveryAttempt, Message
 from messages.row_counts import planner_row_estimate
 from messages.scheduling import (
     MessageInFlight,
@@ -415,7 +415,7 @@ def run_per_message(
     succeeded: list[str] = []
     skipped: dict[str, list[str]] = defaultdict(list)
     for owner_id, message_id, status in selected:
-        if status == MessageStatus.DELIVERED:
+        if status in HISTORY_STATUSES:
             # History: the operations act on the message now holding the id, which may be
             # a newer one the user did not select.
             skipped[SKIP_REASONS[MessageNotFound]].append(message_id)

@@ -72,6 +72,9 @@ def claim_messages(message_pks: Sequence[int], *, now: datetime, within: timedel
     token = uuid4()
     started = lease_clock()
     claimed_count = message_states.claim(message_pks, token=token, due_by=now + within)
+    if claimed_count < len(message_pks):
+        # Some were not claimed: gone, not yet due, or past their expires_at, which end here.
+        message_states.expire(message_pks)
     messages = list(Message.objects.filter(pk__in=message_pks, claim_token=token)) if claimed_count else []
     return Claim(token=token, messages=messages, started_at=started)
 
@@ -95,6 +98,15 @@ def renew_claims(tokens: Sequence[UUID]) -> set[UUID]:
             # Never None: the filter names the tokens.
             renewed.update(token for token in held.values_list("claim_token", flat=True).distinct() if token is not None)
     return renewed
+
+
+def expire_claims(messages: Sequence[Message]) -> int:
+    """Ends claims whose call was not made because the message's expires_at came first."""
+    expired = 0
+    with bounded_transaction():
+        for message in messages:
+            expired += message_states.expire_claimed(message)
+    return expired
 
 
 def release_claims(messages: Sequence[Message]) -> int:
@@ -216,6 +228,7 @@ def _decide_after(message: Message, result: WebhookResult, *, number: int, now: 
         max_attempts=message.max_attempts or settings.WEBHOOK_MAX_ATTEMPTS,
         retry_schedule=settings.WEBHOOK_RETRY_SCHEDULE,
         now=now,
+        expires_at=message.expires_at,
     )
 
 
@@ -350,11 +363,17 @@ def _result_class(result: WebhookResult) -> str:
     return f"{result.status_code // 100}xx" if result.status_code is not None else result.error
 
 
+FINISHED_BY_VERDICT: dict[Verdict, str | None] = {
+    Verdict.RETRY: None,
+    Verdict.DELIVERED: MessageStatus.DELIVERED,
+    Verdict.FAILED: MessageStatus.FAILED,
+    Verdict.EXPIRED: MessageStatus.EXPIRED,
+}
+
+
 def _finished_status(decision: RetryDecision) -> str | None:
     """The status an attempt ends the message in; None while it is retried."""
-    if decision.verdict is Verdict.RETRY:
-        return None
-    return MessageStatus.DELIVERED if decision.verdict is Verdict.DELIVERED else MessageStatus.FAILED
+    return FINISHED_BY_VERDICT[decision.verdict]
 
 
 def _log_attempt(outcome: AttemptOutcome) -> None:
@@ -369,6 +388,13 @@ def _log_attempt(outcome: AttemptOutcome) -> None:
             number,
             result.summary,
             retry_at,
+        )
+    elif decision.verdict is Verdict.EXPIRED:
+        logger.warning(
+            "message %s attempt %d failed (%s); expired, its retry would come after its expiresAt",
+            message.message_id,
+            number,
+            result.summary,
         )
     else:
         logger.error("message %s failed for good after attempt %d (%s)", message.message_id, number, result.summary)

@@ -71,6 +71,7 @@ class Held:
     cost: int
     calling: bool = False
     result: WebhookResult | None = None  # None: released without a call
+    expired: bool = False  # not called: its expires_at came first
     task: asyncio.Task | None = field(default=None, repr=False)
 
 
@@ -145,7 +146,8 @@ class DeliveryEngine:
         for item, error in zip(items, self.calls.run(deliver_all()), strict=True):
             _account_for_failure(item, error)
         delivery.record_attempts([(item.message, item.result) for item in items if item.result is not None])
-        delivery.release_claims([item.message for item in items if item.result is None])
+        delivery.expire_claims([item.message for item in items if item.result is None and item.expired])
+        delivery.release_claims([item.message for item in items if item.result is None and not item.expired])
 
     def _hold(self, claim: delivery.Claim) -> list[Held]:
         items = _held_items(claim)
@@ -180,6 +182,11 @@ class DeliveryEngine:
                 return
             if not item.lease.is_fresh():
                 logger.warning("message %s not called: its claim could not be renewed", item.message.message_id)
+                return
+            # The last moment before the attempt starts: one that would start at or after
+            # expires_at is not made (a slot may have been long in coming).
+            if item.message.expires_at is not None and timezone.now() >= item.message.expires_at:
+                item.expired = True
                 return
             item.calling = True
             item.result = await send(self.calls.session, delivery.webhook_call(item.message))
@@ -218,7 +225,15 @@ class DeliveryEngine:
         called = [(item.message, item.result) for item in batch if item.result is not None]
         if called:
             delivery.record_attempts(called)
-        unsent = [item.message for item in batch if item.result is None]
+        expired = [item.message for item in batch if item.result is None and item.expired]
+        if expired:
+            try:
+                delivery.expire_claims(expired)
+            except DatabaseError as error:
+                # Left claimed: recovery takes them as lost attempts, and they expire then.
+                logger.warning("%d expired messages not marked (recovery will): %s", len(expired), error)
+                connection.close()
+        unsent = [item.message for item in batch if item.result is None and not item.expired]
         if unsent:
             try:
                 delivery.release_claims(unsent)

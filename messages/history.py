@@ -1,4 +1,4 @@
-"""Delivered messages stay as history for DELIVERY_HISTORY_DAYS, then go."""
+"""Delivered and expired messages stay as history for DELIVERY_HISTORY_DAYS, then go."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 
-from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages.models import HISTORY_STATUSES, DeliveryAttempt, Message
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ def prune_delivery_history(*, now: datetime, keep_days: float) -> int:
     batch, payloads included, to find what cascades; attempts have nothing below them, so
     Django deletes them with one statement, and the messages then have nothing left to cascade."""
     cutoff = now - timedelta(days=keep_days)
-    expired = Message.objects.filter(status=MessageStatus.DELIVERED, finished_at__lt=cutoff)
+    past = Message.objects.filter(status__in=HISTORY_STATUSES, finished_at__lt=cutoff)
     pruned = 0
-    while batch := list(expired.values_list("pk", flat=True)[:PRUNE_BATCH]):
+    while batch := list(past.values_list("pk", flat=True)[:PRUNE_BATCH]):
         with transaction.atomic():
             DeliveryAttempt.objects.filter(message_id__in=batch).delete()
             Message.objects.filter(pk__in=batch).only("pk").delete()

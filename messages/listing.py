@@ -14,7 +14,9 @@ from django.db.models.functions import Left
 from messages.models import Message, MessageStatus
 from messages.row_counts import count_rows
 
-LISTABLE_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING, MessageStatus.FAILED)
+LISTABLE_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING, MessageStatus.FAILED, MessageStatus.EXPIRED)
+# Listed in the order they finished; the others in next-run order.
+FINISHED_LISTABLE = (MessageStatus.FAILED, MessageStatus.EXPIRED)
 # Past this many (by PostgreSQL's planner) `count` is its estimate; SQLite always counts exactly.
 EXACT_COUNT_UP_TO = 100_000
 # All that a listed message shows, and the order fields: a payload may be a megabyte, and a
@@ -65,12 +67,12 @@ class MessagePage:
 def list_messages(
     *, owner_id: int, status: str | None, limit: int, cursor: str | None, narrowed_by: MessageFilter = NO_FILTER
 ) -> MessagePage:
-    # Failed messages have no next run: they list in the order they failed.
-    order_field = "finished_at" if status == MessageStatus.FAILED else "due_at"
+    # Failed and expired messages have no next run: they list in the order they finished.
+    order_field = "finished_at" if status in FINISHED_LISTABLE else "due_at"
     owned = Message.objects.owned_by(owner_id)
     queryset = narrowed_by.apply(owned.pending() if status is None else owned.filter(status=status))
     if order_field == "finished_at":
-        # Always true of a failed message; said so that its partial index serves the query.
+        # Always true of a finished message; said so that its partial index serves the query.
         queryset = queryset.filter(finished_at__isnull=False)
     count = count_rows(queryset, exact_up_to=EXACT_COUNT_UP_TO)
     if cursor:

@@ -5,6 +5,7 @@
         │  └────release─────┘  └──record / release_stuck──▶ failed
         └──────────────── reschedule (retry, deliver now) ◀──────────┘
     scheduled, retrying ──edit──▶ (the same), its plan or its next attempt changed
+    scheduled, retrying ──expire──▶ expired ◀──expire_claimed / record── sending
 
 The invariants, enforced by the database (models.STATE_INVARIANTS, migration 0006):
 - `due_at` is set exactly while a message is pending (scheduled, retrying, sending);
@@ -81,11 +82,42 @@ def forget_enqueued(message_pks: Iterable[int] | None = None, *, enqueued_at: da
 
 
 def claim(message_pks: Iterable[int], *, token: UUID, due_by: datetime) -> int:
-    """waiting → sending, for those due by `due_by`, under `token`, on the database's clock."""
+    """waiting → sending, for those due by `due_by` and not expired, under `token`, on the
+    database's clock."""
     return (
         Message.objects.filter(pk__in=list(message_pks))
         .waiting_until(due_by)
+        .exclude(expires_at__lte=Now())
         .update(status=MessageStatus.SENDING, claimed_at=Now(), claim_token=token, enqueued_at=None, version=NEXT_VERSION)
+    )
+
+
+EXPIRED_ERROR = "Expired: its expiresAt came before the attempt could start."
+
+
+def expire(message_pks: Iterable[int]) -> int:
+    """waiting → expired, for those whose expires_at has come (the database's clock): the
+    attempt they wait for would start after it."""
+    return Message.objects.filter(pk__in=list(message_pks), status__in=WAITING_STATUSES, expires_at__lte=Now()).update(
+        status=MessageStatus.EXPIRED,
+        due_at=None,
+        enqueued_at=None,
+        finished_at=Now(),
+        last_error=EXPIRED_ERROR,
+        version=NEXT_VERSION,
+    )
+
+
+def expire_claimed(message: Message) -> int:
+    """sending → expired, for a claim whose call was not made because expires_at came first."""
+    return Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING, claim_token=message.claim_token).update(
+        status=MessageStatus.EXPIRED,
+        claim_token=None,
+        claimed_at=None,
+        due_at=None,
+        finished_at=Now(),
+        last_error=EXPIRED_ERROR,
+        version=NEXT_VERSION,
     )
 
 
@@ -114,7 +146,8 @@ def record_outcome(
     now: datetime,
     enqueued_at: datetime | None = None,
 ) -> int:
-    """sending → retrying at `retry_at`, or → `finished` (delivered, failed), one attempt more.
+    """sending → retrying at `retry_at`, or → `finished` (delivered, failed, expired: its retry
+    would come after expires_at), one attempt more.
     The caller has locked the rows and checked their claims."""
     if finished is None:
         if retry_at is None:  # not an assert: `python -O` would drop it, and the row's due_at with it

@@ -22,6 +22,7 @@ class MessageStatus(models.TextChoices):
     RETRYING = "retrying", "Retrying"
     FAILED = "failed", "Failed"
     DELIVERED = "delivered", "Delivered"
+    EXPIRED = "expired", "Expired"
 
 
 # The longest timeoutSeconds a message may ask for.
@@ -33,7 +34,9 @@ WAITING_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.RETRYING)
 PENDING_STATUSES = (*WAITING_STATUSES, MessageStatus.SENDING)
 # Hold their id: a POST with the same id gets 409 until they are delivered or deleted.
 ID_HOLDING_STATUSES = (*PENDING_STATUSES, MessageStatus.FAILED)
-FINISHED_STATUSES = (MessageStatus.DELIVERED, MessageStatus.FAILED)
+# Finished for good and kept as history until pruned: the id is free again.
+HISTORY_STATUSES = (MessageStatus.DELIVERED, MessageStatus.EXPIRED)
+FINISHED_STATUSES = (*HISTORY_STATUSES, MessageStatus.FAILED)
 
 # The state machine's invariants (messages/message_states.py makes every transition), checked by
 # the database on every write.
@@ -162,6 +165,8 @@ class Message(models.Model):
     # The IANA zone the client gave scheduleTo in (local time), else empty: schedule_to is the
     # instant it resolved to. The database default serves the previous version's processes.
     time_zone = models.CharField(max_length=64, blank=True, default="", db_default="")
+    # No attempt starts at or after it: the message ends expired instead (empty: never expires).
+    expires_at = models.DateTimeField(null=True, blank=True)
     due_at = models.DateTimeField(null=True, blank=True, help_text="When the next attempt is due; empty once finished.")
     webhook_url = models.CharField(max_length=2048)
     # The JSON text as received (encode_payload), sent as it is: never parsed again on the
@@ -199,11 +204,11 @@ class Message(models.Model):
     class Meta:
         permissions = [("run_message_actions", "Can deliver now, cancel and retry messages")]
         constraints = [
-            # POST's 409 and every lookup by id; delivered history may repeat an id.
+            # POST's 409 and every lookup by id; history (delivered, expired) may repeat an id.
             models.UniqueConstraint(
                 fields=["owner", "message_id"],
-                condition=~Q(status=MessageStatus.DELIVERED),
-                name="unique_owner_message_id_until_delivered",
+                condition=Q(status__in=ID_HOLDING_STATUSES),
+                name="unique_owner_message_id_while_held",
             ),
             *STATE_INVARIANTS,
         ]

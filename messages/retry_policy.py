@@ -27,6 +27,7 @@ class Verdict(Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     FAILED = "failed"
+    EXPIRED = "expired"  # its retry would start at or after its expires_at
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def decide_after_attempt(
     max_attempts: int,
     retry_schedule: Sequence[float],
     now: datetime,
+    expires_at: datetime | None = None,
     rng: random.Random | None = None,
 ) -> RetryDecision:
     if result.is_success:
@@ -60,7 +62,10 @@ def decide_after_attempt(
     server_delay = _retry_after_seconds(result, now=now)
     if server_delay is not None and server_delay > delay:
         delay = min(server_delay, max(retry_schedule))
-    return RetryDecision(Verdict.RETRY, retry_at=now + timedelta(seconds=delay))
+    retry_at = now + timedelta(seconds=delay)
+    if expires_at is not None and retry_at >= expires_at:
+        return RetryDecision(Verdict.EXPIRED)
+    return RetryDecision(Verdict.RETRY, retry_at=retry_at)
 
 
 def _retry_after_seconds(result: WebhookResult, *, now: datetime) -> float | None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from messages import message_states, redis_keys
 from messages.confidential import seal_headers
 from messages.listing import NO_FILTER, MessageFilter
-from messages.models import ID_HOLDING_STATUSES, PENDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
+from messages.models import HISTORY_STATUSES, ID_HOLDING_STATUSES, PENDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, enqueue_many_after_commit, is_imminent
 
 
@@ -47,6 +47,14 @@ class VersionMismatch(Exception):
     """The message changed since the version the client names (If-Match)."""
 
 
+class ExpiresBeforeNextAttempt(Exception):
+    """An edit would leave expiresAt at or before the message's next attempt: it could never be sent."""
+
+
+# An edit's expires_at when the client leaves it as it is (None clears it).
+UNCHANGED: Any = object()
+
+
 # How often an edit reads again after losing its guarded write to a claim, an attempt or another
 # edit without If-Match; each retry sees the winner's change, so a second loss is rare.
 EDIT_ATTEMPTS = 3
@@ -64,6 +72,7 @@ class NewMessage:
     headers: dict[str, str] | None = None
     max_attempts: int | None = None
     timeout_seconds: int | None = None
+    expires_at: datetime | None = None
 
 
 def _unsaved_message(owner_id: int, new: NewMessage, *, now: datetime) -> Message:
@@ -83,6 +92,7 @@ def _unsaved_message(owner_id: int, new: NewMessage, *, now: datetime) -> Messag
         headers_sealed=seal_headers(new.headers or {}),
         max_attempts=new.max_attempts,
         timeout_seconds=new.timeout_seconds,
+        expires_at=new.expires_at,
         created_at=now,
     )
 
@@ -280,12 +290,14 @@ def edit_message(
     headers: dict[str, str] | None = None,
     max_attempts: int | None = None,
     timeout_seconds: int | None = None,
+    expires_at: datetime | None = UNCHANGED,
     now: datetime | None = None,
 ) -> Message:
     """Changes a waiting message in place: its delivery id and history stay. Moved later, it is
     not sent at its old time (a task queued for then finds it not yet due); moved into the past,
     it is queued at once, as a POST would be. `expected_version`: only if it is still that one.
-    `time_zone`: the zone `schedule_to` was given in, if any."""
+    `time_zone`: the zone `schedule_to` was given in, if any. `expires_at`: None clears it; it
+    must stay after the next attempt (ExpiresBeforeNextAttempt)."""
     now = now or timezone.now()
     changes: dict[str, object] = {}
     if webhook_url is not None:
@@ -298,6 +310,8 @@ def edit_message(
         changes["max_attempts"] = max_attempts
     if timeout_seconds is not None:
         changes["timeout_seconds"] = timeout_seconds
+    if expires_at is not UNCHANGED:
+        changes["expires_at"] = expires_at
     queue_now = schedule_to is not None and is_imminent(schedule_to, now=now)
     if schedule_to is not None:
         # The zone it was given in, or none: a zone kept from before would describe another time.
@@ -305,6 +319,10 @@ def edit_message(
     for _ in range(EDIT_ATTEMPTS):
         with transaction.atomic():
             message = _editable_message(owner_id, message_id, expected_version)
+            next_attempt = schedule_to or message.due_at
+            expiry = changes.get("expires_at", message.expires_at)
+            if expiry is not None and next_attempt is not None and expiry <= next_attempt:
+                raise ExpiresBeforeNextAttempt(message_id)
             # Read before the change commits: once it has, beat may queue the message again under
             # a new task id, which a revoke after the commit must not take for the old one.
             old_task_id = redis_keys.task_id_of(message.pk) if schedule_to is not None and not queue_now else None
@@ -324,7 +342,7 @@ def _editable_message(owner_id: int, message_id: str, expected_version: int | No
     try:
         message = _locked_message(owner_id, message_id)
     except MessageNotFound:
-        if Message.objects.owned_by(owner_id).filter(message_id=message_id, status=MessageStatus.DELIVERED).exists():
+        if Message.objects.owned_by(owner_id).filter(message_id=message_id, status__in=HISTORY_STATUSES).exists():
             raise MessageFinished(message_id) from None
         raise
     if message.status == MessageStatus.FAILED:
@@ -339,7 +357,7 @@ def find_message(*, owner_id: int, message_id: str) -> Message:
     owned = Message.objects.owned_by(owner_id).prefetch_related("attempts")
     message = (
         owned.holding_id(message_id).first()
-        or owned.filter(message_id=message_id, status=MessageStatus.DELIVERED).order_by("-created_at").first()
+        or owned.filter(message_id=message_id, status__in=HISTORY_STATUSES).order_by("-created_at").first()
     )
     if message is None:
         raise MessageNotFound(message_id)

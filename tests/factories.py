@@ -8,7 +8,7 @@ from uuid import uuid4
 
 from django.utils import timezone
 
-from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
+from messages.models import API_TOKEN_KEY_ID, FINISHED_STATUSES, Message, MessageStatus
 
 
 class _Now:
@@ -43,7 +43,7 @@ def make_message(
 
 def consistent_state(status: str) -> dict[str, Any]:
     """What the state invariants (messages/models.py STATE_INVARIANTS) ask of a row in `status`."""
-    if status in (MessageStatus.DELIVERED, MessageStatus.FAILED):
+    if status in FINISHED_STATUSES:
         return {"finished_at": timezone.now()}
     if status == MessageStatus.SENDING:
         return {"claim_token": uuid4(), "claimed_at": timezone.now()}

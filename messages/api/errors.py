@@ -40,6 +40,10 @@ def domain_error(exc: Exception) -> APIException | None:
         return UnprocessableContent(
             "This Idempotency-Key was used for a request with another body; use a new key for a new request."
         )
+    if isinstance(exc, scheduling.ExpiresBeforeNextAttempt):
+        return ValidationError(
+            {"expiresAt": ["Must be later than the message's next attempt (scheduleTo): it could never be sent."]}
+        )
     if isinstance(exc, listing.InvalidCursor):
         return ValidationError({"cursor": ["Is not a cursor this API gave out."]})
     return None

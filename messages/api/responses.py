@@ -21,7 +21,13 @@ from messages.api.shared_fields import SharedFieldsSerializer
 from messages.confidential import HeadersUnreadable, masked_headers, masked_url
 from messages.models import DeliveryAttempt, Message, MessageStatus
 
-LISTED_STATUSES = [MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.RETRYING, MessageStatus.FAILED]
+LISTED_STATUSES = [
+    MessageStatus.SCHEDULED,
+    MessageStatus.SENDING,
+    MessageStatus.RETRYING,
+    MessageStatus.FAILED,
+    MessageStatus.EXPIRED,
+]
 
 
 class UtcInstantField(serializers.DateTimeField):
@@ -220,6 +226,11 @@ class MessageDetailSerializer(SharedFieldsSerializer):
         "`scheduleTo` here is the instant it resolved to, in UTC.",
     )
     nextRun = UtcInstantField(source="due_at", allow_null=True)
+    expiresAt = UtcInstantField(
+        source="expires_at",
+        allow_null=True,
+        help_text="No attempt starts at or after it; the message then ends `expired`. Null: it never expires.",
+    )
     webhookUrl = serializers.SerializerMethodField()
     payload = serializers.JSONField(help_text="The JSON object or array POSTed to `webhookUrl` on every attempt.")
     headers = serializers.SerializerMethodField()

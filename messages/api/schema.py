@@ -63,6 +63,13 @@ class ScheduleToFieldSchema(OpenApiSerializerFieldExtension):
         }
 
 
+class InstantFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "messages.api.serializers.InstantField"
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, str]:
+        return {"type": "string", "format": "date-time", "description": "ISO 8601 with `Z` or an offset."}
+
+
 def contract_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
     """Preprocessing hook: paths as the contract writes them, `/messages/{id}`, no trailing slash.
 
@@ -103,6 +110,7 @@ MESSAGE_DETAIL = {
     "scheduleTo": "2026-04-15T02:41:45+00:00",
     "timezone": None,
     "nextRun": "2026-04-15T02:41:50.120000+00:00",
+    "expiresAt": "2026-04-15T03:00:00+00:00",
     "webhookUrl": "https://your-webhook-endpoint.com",
     "payload": {"data": "your webhook payload"},
     "headers": {"Authorization": "********"},
@@ -345,8 +353,8 @@ schedule_messages_docs = extend_schema(
 list_messages_docs = extend_schema(
     operation_id="listMessages",
     summary="List pending messages",
-    description="Messages not yet delivered, earliest `nextRun` first; `status=failed` lists failed "
-    "messages in the order they failed.",
+    description="Messages not yet delivered, earliest `nextRun` first; `status=failed` and `status=expired` list "
+    "those in the order they finished.",
     parameters=[
         OpenApiParameter(
             "status",
@@ -418,8 +426,9 @@ edit_message_docs = extend_schema(
     summary="Change a waiting message",
     description="Changes a scheduled or retrying message in place, with POST's rules for each field given: "
     "its id, delivery id and attempts stay. Moved later, it is not sent at its old time; moved into the "
-    "past, it is sent as soon as possible (never inside this request). A field that cannot change, or an "
-    "empty body, answers 400. With `If-Match` (GET's `ETag`), only if the message is still that version.",
+    "past, it is sent as soon as possible (never inside this request). A field that cannot change, an "
+    "empty body, or an `expiresAt` not after the next attempt answers 400. With `If-Match` (GET's `ETag`), "
+    "only if the message is still that version.",
     parameters=[
         MESSAGE_ID,
         OpenApiParameter(

@@ -186,6 +186,21 @@ class ScheduleToField(serializers.Field):
         return value.isoformat()
 
 
+class InstantField(ScheduleToField):
+    """An instant: ISO 8601 with `Z` or an offset (never a local time), in UTC."""
+
+
+def check_expiry(attrs: dict[str, Any]) -> None:
+    """expiresAt, when given, is still to come and after scheduleTo (when given)."""
+    expires_at, schedule_to = attrs.get("expiresAt"), attrs.get("scheduleTo")
+    if expires_at is None:
+        return
+    if schedule_to is not None and expires_at <= schedule_to:
+        raise serializers.ValidationError({"expiresAt": ["Must be later than scheduleTo: the message could never be sent."]})
+    if expires_at <= datetime.now(UTC):
+        raise serializers.ValidationError({"expiresAt": ["Is already past: the message could never be sent."]})
+
+
 class ScheduleMessageSerializer(SharedFieldsSerializer):
     id = StrictRegexField(
         # RegexField searches: anchored, or "a/b" would pass on its "a".
@@ -213,6 +228,12 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
         "overlap repeats means its first occurrence.",
     )
 
+    expiresAt = InstantField(
+        required=False,
+        help_text="No attempt starts at or after this instant (an offset, never a local time); the message then ends "
+        "`expired`. Later than scheduleTo.",
+    )
+
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict) and "timezone" in data:
             data = with_local_schedule_resolved(data)
@@ -220,6 +241,10 @@ class ScheduleMessageSerializer(SharedFieldsSerializer):
 
     def validate_payload(self, value: Any) -> str:
         return validate_payload(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        check_expiry(attrs)
+        return attrs
 
 
 def with_local_schedule_resolved(data: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +288,7 @@ def new_message(validated: dict[str, Any]) -> NewMessage:
         headers=validated.get("headers"),
         max_attempts=validated.get("maxAttempts"),
         timeout_seconds=validated.get("timeoutSeconds"),
+        expires_at=validated.get("expiresAt"),
     )
 
 
@@ -286,7 +312,7 @@ def _quickly_validated(data: Any, checked_urls: dict[str, bool]) -> dict[str, An
     the cost of a batch: docs/benchmarks.md); a URL is checked once per batch. None for anything
     else (a refusal, a local time, a type DRF would coerce): the serializer then decides, and
     words any refusal. tests/test_batch.py checks that both agree wherever this one answers."""
-    if type(data) is not dict or "timezone" in data:
+    if type(data) is not dict or "timezone" in data or "expiresAt" in data:
         return None
     message_id, schedule_to, webhook_url, payload = (data.get(name) for name in ("id", "scheduleTo", "webhookUrl", "payload"))
     if type(message_id) is not str or not MESSAGE_ID.fullmatch(message_id):
@@ -389,7 +415,7 @@ class CancelMessagesSerializer(SharedFieldsSerializer):
 
 
 # What PATCH /messages/{id} may change: POST's fields but the id.
-EDITABLE_FIELDS = ("scheduleTo", "timezone", "payload", "webhookUrl", "headers", "maxAttempts", "timeoutSeconds")
+EDITABLE_FIELDS = ("scheduleTo", "timezone", "payload", "webhookUrl", "headers", "maxAttempts", "timeoutSeconds", "expiresAt")
 
 
 class EditMessageSerializer(ScheduleMessageSerializer):
@@ -402,6 +428,9 @@ class EditMessageSerializer(ScheduleMessageSerializer):
         del fields["id"]
         for field in fields.values():
             field.required = False
+        fields["expiresAt"] = InstantField(
+            required=False, allow_null=True, help_text=f"{fields['expiresAt'].help_text} `null` takes the expiry away."
+        )
         return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -413,4 +442,5 @@ class EditMessageSerializer(ScheduleMessageSerializer):
                 )
         if not attrs:
             raise serializers.ValidationError(f"Give at least one of {', '.join(EDITABLE_FIELDS)}.")
+        check_expiry(attrs)
         return attrs

@@ -161,6 +161,7 @@ class MessageDetailView(ApiView):
             headers=data.get("headers"),
             max_attempts=data.get("maxAttempts"),
             timeout_seconds=data.get("timeoutSeconds"),
+            expires_at=data["expiresAt"] if "expiresAt" in data else scheduling.UNCHANGED,
         )
         # Read again, as GET shows it: with its attempts, and a claim that may have come since.
         return _detail(scheduling.find_message(owner_id=owner_id, message_id=message_id))
