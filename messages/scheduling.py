@@ -320,7 +320,7 @@ def edit_message(
         with transaction.atomic():
             message = _editable_message(owner_id, message_id, expected_version)
             next_attempt = schedule_to or message.due_at
-            expiry = changes.get("expires_at", message.expires_at)
+            expiry = message.expires_at if expires_at is UNCHANGED else expires_at
             if expiry is not None and next_attempt is not None and expiry <= next_attempt:
                 raise ExpiresBeforeNextAttempt(message_id)
             # Read before the change commits: once it has, beat may queue the message again under

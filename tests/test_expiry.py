@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -24,7 +25,7 @@ def body(message_id: str = "m", **extra: object) -> dict[str, object]:
     return {"id": message_id, "scheduleTo": iso(FAR), "webhookUrl": "https://example.com/hook", "payload": {"n": 1}, **extra}
 
 
-def overdue_and_expired(message_id: str = "late", **fields: object) -> Message:
+def overdue_and_expired(message_id: str = "late", **fields: Any) -> Message:
     """Due a minute ago and past its expiresAt: what a service that was down finds."""
     now = timezone.now()
     return make_message(message_id=message_id, due_at=now - timedelta(minutes=1), expires_at=now - timedelta(seconds=30), **fields)
