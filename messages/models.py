@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -110,23 +111,28 @@ class MessageQuerySet(models.QuerySet["Message"]):
         message._state.adding = False
         message._state.db = alias
 
-    def insert_many(self, messages: list[Message]) -> None:
-        """Saves new messages in one executemany of the statement insert() compiles, without
-        RETURNING: their pks stay unset (look them up by delivery_id). The values are prepared
-        field by field with the fields' own get_db_prep_save, once per distinct value of a
-        field: in a batch most fields repeat (owner, status, created_at, the empty ones), and
-        preparing each value of each row was most of the cost (docs/benchmarks.md, batch)."""
-        if not messages:
+    def insert_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Saves new messages given as their field values by attname, in one executemany of the
+        statement insert() compiles, without RETURNING (look their pks up by delivery_id). A
+        field a row leaves out gets its default, as Message() would give it. No Message is
+        built: Model.__init__ cost more than the INSERT (docs/benchmarks.md, batch). Values are
+        prepared with the fields' own get_db_prep_save, once per distinct value of a field: in
+        a batch most repeat (owner, status, created_at, the empty ones)."""
+        if not rows:
             return
         alias = router.db_for_write(Message)
         connection = connections[alias]
-        fields = _inserted_fields()
         columns: list[list[Any]] = []
-        for field in fields:
-            prepared: dict[Any, Any] = {}
+        for field in _inserted_fields():
+            prepared: dict[tuple[type, Any], Any] = {}
+            made_per_row = field.has_default() and callable(field.default)  # delivery_id's, created_at's
+            default = None if made_per_row else field.get_default()
             column = []
-            for message in messages:
-                value = field.pre_save(message, True)
+            for row in rows:
+                if field.attname in row:
+                    value = row[field.attname]
+                else:
+                    value = field.get_default() if made_per_row else default
                 key = (type(value), value)  # 1 and True, equal as keys, stay apart
                 try:
                     column.append(prepared[key])
@@ -137,9 +143,6 @@ class MessageQuerySet(models.QuerySet["Message"]):
             columns.append(column)
         with connection.cursor() as cursor:
             cursor.executemany(_insert_statement_without_returning(alias), list(zip(*columns, strict=True)))
-        for message in messages:
-            message._state.adding = False
-            message._state.db = alias
 
 
 def encode_payload(payload: Any) -> str:

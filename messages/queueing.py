@@ -94,14 +94,11 @@ def _tasks(rows: Sequence[Row], *, window: timedelta | None) -> Iterable[list[Ro
         yield task
 
 
-def enqueue_many_after_commit(messages: Sequence[Message], *, enqueued_at: datetime) -> None:
-    """For messages just saved marked enqueued at `enqueued_at` (their pks known): their tasks,
-    grouped as the dispatcher groups them, once the transaction commits."""
-    rows: list[Row] = sorted(
-        ((message.pk, message.message_id, message.due_at, message.payload_bytes) for message in messages if message.due_at),
-        key=lambda row: row[2],
-    )
-    transaction.on_commit(lambda: enqueue_in_groups(rows, now=enqueued_at, enqueued_at=enqueued_at), robust=True)
+def enqueue_many_after_commit(rows: Sequence[Row], *, enqueued_at: datetime) -> None:
+    """For messages just saved marked enqueued at `enqueued_at`: their tasks, grouped as the
+    dispatcher groups them, once the transaction commits."""
+    in_order = sorted(rows, key=lambda row: row[2])
+    transaction.on_commit(lambda: enqueue_in_groups(in_order, now=enqueued_at, enqueued_at=enqueued_at), robust=True)
 
 
 def enqueue_after_commit(message: Message, *, due_at: datetime | None = None, enqueued_at: datetime | None = None) -> None:

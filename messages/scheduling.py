@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from messages import message_states, redis_keys
 from messages.confidential import seal_headers
+from messages.identifiers import new_delivery_id
 from messages.listing import NO_FILTER, MessageFilter
 from messages.models import HISTORY_STATUSES, ID_HOLDING_STATUSES, PENDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
 from messages.queueing import enqueue_after_commit, enqueue_many_after_commit, is_imminent
@@ -75,33 +76,34 @@ class NewMessage:
     expires_at: datetime | None = None
 
 
-def _unsaved_message(owner_id: int, new: NewMessage, *, now: datetime) -> Message:
-    """The row of a message just accepted; marked enqueued when it is due too soon to leave to
+def _new_row(owner_id: int, new: NewMessage, *, now: datetime) -> dict[str, Any]:
+    """The fields of a message just accepted; marked enqueued when it is due too soon to leave to
     beat (anything later costs one INSERT: beat enqueues it with the others due with it)."""
-    return Message(
-        owner_id=owner_id,
-        message_id=new.message_id,
-        schedule_to=new.schedule_to,
-        time_zone=new.time_zone,
+    return {
+        "owner_id": owner_id,
+        "message_id": new.message_id,
+        "delivery_id": new_delivery_id(),
+        "schedule_to": new.schedule_to,
+        "time_zone": new.time_zone,
         **message_states.scheduled_fields(
             due_at=new.schedule_to, enqueued_at=now if is_imminent(new.schedule_to, now=now) else None
         ),
-        webhook_url=new.webhook_url,
-        payload_json=new.payload_json,
-        payload_bytes=len(new.payload_json.encode()),
-        headers_sealed=seal_headers(new.headers or {}),
-        max_attempts=new.max_attempts,
-        timeout_seconds=new.timeout_seconds,
-        expires_at=new.expires_at,
-        created_at=now,
-    )
+        "webhook_url": new.webhook_url,
+        "payload_json": new.payload_json,
+        "payload_bytes": len(new.payload_json.encode()),
+        "headers_sealed": seal_headers(new.headers or {}),
+        "max_attempts": new.max_attempts,
+        "timeout_seconds": new.timeout_seconds,
+        "expires_at": new.expires_at,
+        "created_at": now,
+    }
 
 
 def schedule_message(*, owner_id: int, new: NewMessage, now: datetime | None = None) -> Message:
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            message = _unsaved_message(owner_id, new, now=now)
+            message = Message(**_new_row(owner_id, new, now=now))
             Message.objects.insert(message)
             if message.enqueued_at is not None:
                 enqueue_after_commit(message)
@@ -122,9 +124,9 @@ ID_LOOKUP_CHUNK = 500
 
 def schedule_messages(
     *, owner_id: int, new_messages: Sequence[NewMessage], now: datetime | None = None
-) -> list[Message | MessageIdTaken]:
+) -> list[NewMessage | MessageIdTaken]:
     """Schedules the messages whose ids are free, all in one transaction: all of them or none.
-    For each, in order, its saved Message or MessageIdTaken (the owner holds the id, or an
+    For each, in order, the message scheduled or MessageIdTaken (the owner holds the id, or an
     earlier message of the batch took it)."""
     now = now or timezone.now()
     for attempt in range(1, BATCH_ATTEMPTS + 1):
@@ -137,7 +139,7 @@ def schedule_messages(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _schedule_all_free(owner_id: int, new_messages: Sequence[NewMessage], *, now: datetime) -> list[Message | MessageIdTaken]:
+def _schedule_all_free(owner_id: int, new_messages: Sequence[NewMessage], *, now: datetime) -> list[NewMessage | MessageIdTaken]:
     ids = [new.message_id for new in new_messages]
     owned = Message.objects.owned_by(owner_id)
     taken = {
@@ -145,25 +147,29 @@ def _schedule_all_free(owner_id: int, new_messages: Sequence[NewMessage], *, now
         for start in range(0, len(ids), ID_LOOKUP_CHUNK)
         for message_id in owned.holding_id_in(ids[start : start + ID_LOOKUP_CHUNK]).values_list("message_id", flat=True)
     }
-    results: list[Message | MessageIdTaken] = []
+    results: list[NewMessage | MessageIdTaken] = []
+    rows = []
     for new in new_messages:
         if new.message_id in taken:
             results.append(MessageIdTaken(new.message_id))
         else:
             taken.add(new.message_id)
-            results.append(_unsaved_message(owner_id, new, now=now))
+            results.append(new)
+            rows.append(_new_row(owner_id, new, now=now))
     # In the order of their ids: two batches taking some of the same ids then wait for each
     # other in the unique index instead of deadlocking (PostgreSQL), whatever their own orders.
-    accepted = sorted((result for result in results if isinstance(result, Message)), key=lambda message: message.message_id)
-    Message.objects.insert_many(accepted)
-    imminent = [message for message in accepted if message.enqueued_at is not None]
+    rows.sort(key=lambda row: row["message_id"])
+    Message.objects.insert_rows(rows)
+    imminent = {row["delivery_id"]: row for row in rows if row["enqueued_at"] is not None}
     if imminent:
-        pks = dict(
-            Message.objects.filter(delivery_id__in=[message.delivery_id for message in imminent]).values_list("delivery_id", "pk")
+        pks = Message.objects.filter(delivery_id__in=list(imminent)).values_list("delivery_id", "pk")
+        enqueue_many_after_commit(
+            [
+                (pk, imminent[delivery_id]["message_id"], imminent[delivery_id]["due_at"], imminent[delivery_id]["payload_bytes"])
+                for delivery_id, pk in pks
+            ],
+            enqueued_at=now,
         )
-        for message in imminent:
-            message.pk = pks[message.delivery_id]
-        enqueue_many_after_commit(imminent, enqueued_at=now)
     return results
 
 

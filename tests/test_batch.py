@@ -19,6 +19,7 @@ from messages.api import serializers as request_rules
 from messages.api.batches import BatchItem
 from messages.api.responses import BatchItemSerializer
 from messages.api_keys import create_api_key
+from messages.identifiers import new_delivery_id
 from messages.models import API_TOKEN_KEY_ID, Message, MessageStatus
 from tests.factories import make_message
 from tests.support.api_calls import iso
@@ -193,14 +194,14 @@ def test_a_body_past_batch_max_bytes_is_413_unread_but_one_largest_message_alway
 @pytest.mark.django_db(transaction=True)
 def test_a_crash_in_the_middle_of_a_batch_leaves_none_of_it(api, monkeypatch):
     # The rows are written, then the process fails before the commit: none may stay.
-    insert_many = Message.objects.insert_many
+    insert_rows = Message.objects.insert_rows
 
-    def insert_then_fail(messages: list[Message]) -> None:
-        insert_many(messages)
+    def insert_then_fail(rows: list[dict[str, Any]]) -> None:
+        insert_rows(rows)
         assert Message.objects.filter(message_id__startswith="crash-").count() == 3  # written, not committed
         raise ConnectionError("the database went away")
 
-    monkeypatch.setattr(Message.objects, "insert_many", insert_then_fail)
+    monkeypatch.setattr(Message.objects, "insert_rows", insert_then_fail)
 
     with pytest.raises(ConnectionError):
         post_batch(api, [body(f"crash-{n}") for n in range(3)])
@@ -352,8 +353,11 @@ def test_the_written_out_item_answer_is_the_one_its_fields_give():
 
 
 @pytest.mark.django_db
-def test_insert_many_stores_what_save_would(api):
-    # insert_many compiles Django's own INSERT (a private API): the rows must be those save() writes.
+@pytest.mark.django_db
+@pytest.mark.parametrize("given", ["every field", "the fields without defaults"])
+def test_insert_rows_stores_what_save_would(given):
+    # insert_rows compiles Django's own INSERT (a private API) and fills defaults itself: the rows
+    # must be those save() writes for the same fields.
     new = scheduling.NewMessage(
         message_id="x",
         schedule_to=FAR,
@@ -362,13 +366,13 @@ def test_insert_many_stores_what_save_would(api):
         headers={"K": "v"},
         max_attempts=2,
     )
-    now = datetime(2098, 1, 1, tzinfo=UTC)
-    by_save = scheduling._unsaved_message(API_TOKEN_KEY_ID, new, now=now)
-    by_save.save(force_insert=True)
-    many = [scheduling._unsaved_message(API_TOKEN_KEY_ID, new, now=now) for _ in range(2)]
-    for n, message in enumerate(many):
-        message.message_id = f"y{n}"
-    Message.objects.insert_many(many)
+    row = scheduling._new_row(API_TOKEN_KEY_ID, new, now=datetime(2098, 1, 1, tzinfo=UTC))
+    if given != "every field":
+        kept = {"owner_id", "message_id", "schedule_to", "webhook_url", "payload_json", "headers_sealed", "due_at", "created_at"}
+        row = {name: value for name, value in row.items() if name in kept}
+    own_id = (lambda: {"delivery_id": new_delivery_id()}) if "delivery_id" in row else dict
+    Message(**{**row, **own_id(), "message_id": "by-save"}).save(force_insert=True)
+    Message.objects.insert_rows([{**row, **own_id(), "message_id": f"by-rows-{n}"} for n in range(2)])
 
     columns = [
         field.column
@@ -378,8 +382,11 @@ def test_insert_many_stores_what_save_would(api):
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join(columns)} FROM {Message._meta.db_table} ORDER BY id")  # noqa: S608
         rows = cursor.fetchall()
+    assert len(rows) == 3
     assert rows[0] == rows[1] == rows[2]
-    assert [Message.objects.get(message_id=name).headers for name in ("y0", "y1")] == [{"K": "v"}] * 2
+    delivery_ids = set(Message.objects.values_list("delivery_id", flat=True))
+    assert len(delivery_ids) == 3  # each its own, given or by default
+    assert [Message.objects.get(message_id=f"by-rows-{n}").headers for n in range(2)] == [{"K": "v"}] * 2
 
 
 # --- Races ------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from messages import scheduling
 from messages.api.errors import error_answer
 from messages.api.exceptions import RequestTooLarge
 from messages.api.serializers import new_message, validated_new_message
-from messages.models import Message
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,9 @@ def schedule_batch(*, owner_id: int, items: list[Any]) -> list[BatchItem]:
         accepted.append((index, new_message(data)))
     results = scheduling.schedule_messages(owner_id=owner_id, new_messages=[new for _, new in accepted])
     for (index, new), result in zip(accepted, results, strict=True):
-        answers[index] = BatchItem(new.message_id) if isinstance(result, Message) else _refused(new.message_id, result)
+        answers[index] = (
+            _refused(new.message_id, result) if isinstance(result, scheduling.MessageIdTaken) else BatchItem(new.message_id)
+        )
     return [answer for answer in answers if answer is not None]
 
 
