@@ -112,37 +112,47 @@ class MessageQuerySet(models.QuerySet["Message"]):
         message._state.db = alias
 
     def insert_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Saves new messages given as their field values by attname, in one executemany of the
-        statement insert() compiles, without RETURNING (look their pks up by delivery_id). A
-        field a row leaves out gets its default, as Message() would give it. No Message is
-        built: Model.__init__ cost more than the INSERT (docs/benchmarks.md, batch). Values are
-        prepared with the fields' own get_db_prep_save, once per distinct value of a field: in
-        a batch most repeat (owner, status, created_at, the empty ones)."""
-        if not rows:
-            return
-        alias = router.db_for_write(Message)
-        connection = connections[alias]
-        columns: list[list[Any]] = []
-        for field in _inserted_fields():
-            prepared: dict[tuple[type, Any], Any] = {}
-            made_per_row = field.has_default() and callable(field.default)  # delivery_id's, created_at's
-            default = None if made_per_row else field.get_default()
-            column = []
-            for row in rows:
-                if field.attname in row:
-                    value = row[field.attname]
-                else:
-                    value = field.get_default() if made_per_row else default
-                key = (type(value), value)  # 1 and True, equal as keys, stay apart
-                try:
-                    column.append(prepared[key])
-                except KeyError:
-                    column.append(prepared.setdefault(key, field.get_db_prep_save(value, connection)))
-                except TypeError:  # unhashable: prepared alone
-                    column.append(field.get_db_prep_save(value, connection))
-            columns.append(column)
-        with connection.cursor() as cursor:
-            cursor.executemany(_insert_statement_without_returning(alias), list(zip(*columns, strict=True)))
+        """Saves new messages given as their field values by attname (prepared_rows says how),
+        in one executemany of the statement insert() compiles, without RETURNING: look their
+        pks up by delivery_id."""
+        self.insert_prepared(prepared_rows(rows))
+
+    def insert_prepared(self, prepared: Sequence[tuple[Any, ...]]) -> None:
+        """Saves rows prepared_rows prepared, as insert_rows does."""
+        if prepared:
+            with connections[router.db_for_write(Message)].cursor() as cursor:
+                cursor.executemany(_insert_statement_without_returning(router.db_for_write(Message)), list(prepared))
+
+
+def prepared_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """New messages given as their field values by attname, as the database takes them: the
+    values of the statement's placeholders, row by row. A field a row leaves out gets its
+    default, as Message() would give it. No Message is built: Model.__init__ cost more than the
+    INSERT (docs/benchmarks.md, batch). Values are prepared with the fields' own
+    get_db_prep_save, once per distinct value of a field: in a batch most repeat (owner,
+    status, created_at, the empty ones). Apart from the INSERT, so that a caller can prepare
+    before its transaction begins."""
+    connection = connections[router.db_for_write(Message)]
+    columns: list[list[Any]] = []
+    for field in _inserted_fields():
+        prepared: dict[tuple[type, Any], Any] = {}
+        made_per_row = field.has_default() and callable(field.default)  # delivery_id's, created_at's
+        default = None if made_per_row else field.get_default()
+        column = []
+        for row in rows:
+            if field.attname in row:
+                value = row[field.attname]
+            else:
+                value = field.get_default() if made_per_row else default
+            key = (type(value), value)  # 1 and True, equal as keys, stay apart
+            try:
+                column.append(prepared[key])
+            except KeyError:
+                column.append(prepared.setdefault(key, field.get_db_prep_save(value, connection)))
+            except TypeError:  # unhashable: prepared alone
+                column.append(field.get_db_prep_save(value, connection))
+        columns.append(column)
+    return list(zip(*columns, strict=True))
 
 
 def encode_payload(payload: Any) -> str:

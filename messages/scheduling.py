@@ -20,7 +20,15 @@ from messages import message_states, redis_keys
 from messages.confidential import seal_headers
 from messages.identifiers import new_delivery_id
 from messages.listing import NO_FILTER, MessageFilter
-from messages.models import HISTORY_STATUSES, ID_HOLDING_STATUSES, PENDING_STATUSES, WAITING_STATUSES, Message, MessageStatus
+from messages.models import (
+    HISTORY_STATUSES,
+    ID_HOLDING_STATUSES,
+    PENDING_STATUSES,
+    WAITING_STATUSES,
+    Message,
+    MessageStatus,
+    prepared_rows,
+)
 from messages.queueing import enqueue_after_commit, enqueue_many_after_commit, is_imminent
 
 
@@ -129,17 +137,27 @@ def schedule_messages(
     For each, in order, the message scheduled or MessageIdTaken (the owner holds the id, or an
     earlier message of the batch took it)."""
     now = now or timezone.now()
+    # Made and prepared before the transaction: on SQLite it holds the one write lock.
+    rows = [_new_row(owner_id, new, now=now) for new in new_messages]
+    prepared = prepared_rows(rows)
     for attempt in range(1, BATCH_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                return _schedule_all_free(owner_id, new_messages, now=now)
+                return _schedule_all_free(owner_id, new_messages, rows, prepared, now=now)
         except IntegrityError:
             if attempt == BATCH_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _schedule_all_free(owner_id: int, new_messages: Sequence[NewMessage], *, now: datetime) -> list[NewMessage | MessageIdTaken]:
+def _schedule_all_free(
+    owner_id: int,
+    new_messages: Sequence[NewMessage],
+    rows: list[dict[str, Any]],
+    prepared: list[tuple[Any, ...]],
+    *,
+    now: datetime,
+) -> list[NewMessage | MessageIdTaken]:
     ids = [new.message_id for new in new_messages]
     owned = Message.objects.owned_by(owner_id)
     taken = {
@@ -148,19 +166,19 @@ def _schedule_all_free(owner_id: int, new_messages: Sequence[NewMessage], *, now
         for message_id in owned.holding_id_in(ids[start : start + ID_LOOKUP_CHUNK]).values_list("message_id", flat=True)
     }
     results: list[NewMessage | MessageIdTaken] = []
-    rows = []
-    for new in new_messages:
+    accepted: list[int] = []
+    for index, new in enumerate(new_messages):
         if new.message_id in taken:
             results.append(MessageIdTaken(new.message_id))
         else:
             taken.add(new.message_id)
             results.append(new)
-            rows.append(_new_row(owner_id, new, now=now))
+            accepted.append(index)
     # In the order of their ids: two batches taking some of the same ids then wait for each
     # other in the unique index instead of deadlocking (PostgreSQL), whatever their own orders.
-    rows.sort(key=lambda row: row["message_id"])
-    Message.objects.insert_rows(rows)
-    imminent = {row["delivery_id"]: row for row in rows if row["enqueued_at"] is not None}
+    accepted.sort(key=lambda index: ids[index])
+    Message.objects.insert_prepared([prepared[index] for index in accepted])
+    imminent = {rows[index]["delivery_id"]: rows[index] for index in accepted if rows[index]["enqueued_at"] is not None}
     if imminent:
         pks = Message.objects.filter(delivery_id__in=list(imminent)).values_list("delivery_id", "pk")
         enqueue_many_after_commit(

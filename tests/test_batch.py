@@ -194,14 +194,14 @@ def test_a_body_past_batch_max_bytes_is_413_unread_but_one_largest_message_alway
 @pytest.mark.django_db(transaction=True)
 def test_a_crash_in_the_middle_of_a_batch_leaves_none_of_it(api, monkeypatch):
     # The rows are written, then the process fails before the commit: none may stay.
-    insert_rows = Message.objects.insert_rows
+    insert_prepared = Message.objects.insert_prepared
 
-    def insert_then_fail(rows: list[dict[str, Any]]) -> None:
-        insert_rows(rows)
+    def insert_then_fail(prepared: list[tuple[Any, ...]]) -> None:
+        insert_prepared(prepared)
         assert Message.objects.filter(message_id__startswith="crash-").count() == 3  # written, not committed
         raise ConnectionError("the database went away")
 
-    monkeypatch.setattr(Message.objects, "insert_rows", insert_then_fail)
+    monkeypatch.setattr(Message.objects, "insert_prepared", insert_then_fail)
 
     with pytest.raises(ConnectionError):
         post_batch(api, [body(f"crash-{n}") for n in range(3)])
