@@ -125,11 +125,16 @@ class MessageQuerySet(models.QuerySet["Message"]):
             return
         alias = router.db_for_write(Message)
         connection = connections[alias]
-        per_statement = max(connection.ops.bulk_batch_size(_inserted_fields(), list(prepared)), 1)
+        fields = _inserted_fields()
+        # Within the backend's limit (SQLite's 999 placeholders) and below psycopg's 65,535.
+        per_statement = max(min(connection.ops.bulk_batch_size(fields, list(prepared)), MOST_PLACEHOLDERS // len(fields)), 1)
         with connection.cursor() as cursor:
             for start in range(0, len(prepared), per_statement):
                 chunk = prepared[start : start + per_statement]
                 cursor.execute(_multi_row_insert_statement(alias, len(chunk)), [value for row in chunk for value in row])
+
+
+MOST_PLACEHOLDERS = 32_766
 
 
 def prepared_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -295,11 +300,15 @@ def _insert_statement(alias: str) -> str | None:
 
 @lru_cache(maxsize=64)
 def _multi_row_insert_statement(alias: str, rows: int) -> str:
-    """INSERT of `rows` rows, a placeholder per field of each, as bulk_create compiles it."""
-    query = InsertQuery(Message)
-    query.insert_values(_inserted_fields(), [Message() for _ in range(rows)])
-    [(statement, _values)] = query.get_compiler(alias).as_sql()
-    return statement
+    """INSERT ... VALUES of `rows` rows, a placeholder per field of each. Written here: since
+    Django 5.2, bulk_create's statement on PostgreSQL is INSERT ... SELECT FROM UNNEST, which
+    takes its values column by column; plain VALUES takes them row by row on every database."""
+    connection = connections[alias]
+    fields = _inserted_fields()
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    table = connection.ops.quote_name(Message._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)}"  # noqa: S608 - quoted names, placeholders
 
 
 class DeliveryAttempt(models.Model):
