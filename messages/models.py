@@ -305,7 +305,7 @@ def _multi_row_insert_statement(alias: str, rows: int) -> str:
     takes its values column by column; plain VALUES takes them row by row on every database."""
     connection = connections[alias]
     fields = _inserted_fields()
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields if field.column)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     table = connection.ops.quote_name(Message._meta.db_table)
     return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)}"  # noqa: S608 - quoted names, placeholders
