@@ -118,23 +118,23 @@ class MessageQuerySet(models.QuerySet["Message"]):
         self.insert_prepared(prepared_rows(rows))
 
     def insert_prepared(self, prepared: Sequence[tuple[Any, ...]]) -> None:
-        """Saves rows prepared_rows prepared, as insert_rows does: as many rows per INSERT as
-        the database takes placeholders for. One statement per row (executemany) cost
-        PostgreSQL's server 0.32 ms a row (docs/benchmarks.md, batch)."""
+        """Saves rows prepared_rows prepared, as insert_rows does, with the statement
+        bulk_create compiles: on PostgreSQL one INSERT ... SELECT FROM UNNEST taking the values
+        column by column (a short statement with a placeholder per field, whose parse psycopg
+        keeps), elsewhere INSERT ... VALUES of as many rows as the backend takes placeholders
+        for. One statement per row (executemany) cost PostgreSQL's server 0.32 ms a row, and a
+        VALUES of 1,000 rows cost psycopg 93 ms to parse on every call (docs/benchmarks.md, batch)."""
         if not prepared:
             return
         alias = router.db_for_write(Message)
         connection = connections[alias]
-        fields = _inserted_fields()
-        # Within the backend's limit (SQLite's 999 placeholders) and below psycopg's 65,535.
-        per_statement = max(min(connection.ops.bulk_batch_size(fields, list(prepared)), MOST_PLACEHOLDERS // len(fields)), 1)
+        per_statement = max(connection.ops.bulk_batch_size(_inserted_fields(), list(prepared)), 1)
         with connection.cursor() as cursor:
             for start in range(0, len(prepared), per_statement):
                 chunk = prepared[start : start + per_statement]
-                cursor.execute(_multi_row_insert_statement(alias, len(chunk)), [value for row in chunk for value in row])
-
-
-MOST_PLACEHOLDERS = 32_766
+                statement, by_columns = _bulk_insert_statement(alias, len(chunk))
+                params = [list(column) for column in zip(*chunk, strict=True)] if by_columns else [v for row in chunk for v in row]
+                cursor.execute(statement, params)
 
 
 def prepared_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -299,16 +299,14 @@ def _insert_statement(alias: str) -> str | None:
 
 
 @lru_cache(maxsize=64)
-def _multi_row_insert_statement(alias: str, rows: int) -> str:
-    """INSERT ... VALUES of `rows` rows, a placeholder per field of each. Written here: since
-    Django 5.2, bulk_create's statement on PostgreSQL is INSERT ... SELECT FROM UNNEST, which
-    takes its values column by column; plain VALUES takes them row by row on every database."""
-    connection = connections[alias]
-    fields = _inserted_fields()
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields if field.column)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    table = connection.ops.quote_name(Message._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)}"  # noqa: S608 - quoted names, placeholders
+def _bulk_insert_statement(alias: str, rows: int) -> tuple[str, bool]:
+    """The INSERT bulk_create compiles for `rows` new messages on `alias`, and whether it takes
+    its values column by column (PostgreSQL's UNNEST, Django 5.2) rather than row by row."""
+    query = InsertQuery(Message)
+    query.insert_values(_inserted_fields(), [Message() for _ in range(rows)])
+    [(statement, params)] = query.get_compiler(alias).as_sql()
+    by_columns = rows > 1 and len(params) == len(_inserted_fields()) and all(isinstance(column, list) for column in params)
+    return statement, by_columns
 
 
 class DeliveryAttempt(models.Model):

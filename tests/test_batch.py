@@ -446,3 +446,18 @@ def test_a_batch_is_delivered_each_message_once_at_its_time(api, service, hook_p
         due = soon if call.json["n"] % 2 else later
         assert call.arrived_at >= due.timestamp()
     assert len(nothing_more_arrives(lambda: service.calls_to(hook_path), within=1.5, what="a second call")) == 10
+
+
+@pytest.mark.django_db
+def test_the_bulk_insert_is_django_s_own_statement_in_the_layout_it_takes():
+    # insert_prepared feeds the statement bulk_create compiles (a private API): on PostgreSQL
+    # since Django 5.2 it takes its values column by column (UNNEST), elsewhere row by row.
+    from messages import models
+
+    statement, by_columns = models._bulk_insert_statement("default", 3)
+
+    assert by_columns == (connection.vendor == "postgresql"), f"Django's bulk INSERT changed its form: {statement[:200]}"
+    if by_columns:
+        assert "UNNEST" in statement
+    else:
+        assert statement.count("%s") == 3 * len(models._inserted_fields())
