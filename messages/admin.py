@@ -1,4 +1,5 @@
-"""Django admin for ops staff: look messages up, see their attempts, deliver now, cancel, retry.
+"""Django admin for ops staff: look messages up, see their attempts, deliver now, cancel, retry,
+and cancel every message the list's filter matches (after a confirmation page that counts them).
 
 Nothing is edited in place: every change goes through messages.scheduling, like the API's.
 Ops staff see every key's messages, but never the credentials a client gave for its receiver:
@@ -15,12 +16,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets
-from django.contrib.admin.views.main import ChangeList
-from django.contrib.messages import ERROR, SUCCESS, WARNING
+from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
+from django.contrib.messages import ERROR, INFO, SUCCESS, WARNING
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import F, QuerySet
-from django.http import HttpRequest
+from django.db.models import Count, F, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -29,12 +34,16 @@ from django.utils.safestring import SafeString
 from messages.api_keys import issue_secret, revoke_api_key
 from messages.confidential import HeadersUnreadable, masked_headers, masked_url
 from messages.delivery import release_stuck_claims, stuck_claims
-from messages.models import HISTORY_STATUSES, ApiKey, DeliveryAttempt, Message
+from messages.listing import MessageFilter
+from messages.message_states import CANCELLABLE_STATUSES
+from messages.models import HISTORY_STATUSES, ID_HOLDING_STATUSES, ApiKey, DeliveryAttempt, Message, MessageStatus
 from messages.row_counts import planner_row_estimate
 from messages.scheduling import (
+    BulkCancel,
     MessageInFlight,
     MessageNotFailed,
     MessageNotFound,
+    cancel_matching,
     cancel_message,
     deliver_message_now,
     retry_message,
@@ -246,6 +255,8 @@ class MessageAdmin(admin.ModelAdmin):
     paginator = BoundedCountPaginator
     inlines = (DeliveryAttemptInline,)
     actions = ("deliver_now", "cancel", "retry", "release_stuck")
+    # Django's own, with a link to cancel every message the filter matches (cancel_matching_view).
+    change_list_template = "admin/scheduler/message/change_list.html"
     fieldsets = (
         (
             None,
@@ -357,7 +368,10 @@ class MessageAdmin(admin.ModelAdmin):
         if term.startswith(URL_SCHEMES):
             # Never over URLs with credentials: a prefix search would read a password back
             # one character at a time ("https://alice:h" matches, "https://alice:x" does not).
-            return queryset.filter(webhook_url__startswith=term).exclude(webhook_url__regex=URL_WITH_USERINFO), False
+            # The prefix compared with its case on SQLite too (MessageFilter's), as the API's bulk
+            # cancel does: cancelling what this search lists must not take /TenantA/ for /tenanta/.
+            by_prefix = MessageFilter(webhook_url_prefix=term).apply(queryset)
+            return by_prefix.exclude(webhook_url__regex=URL_WITH_USERINFO), False
         every_owner = list(ApiKey.objects.values_list("pk", flat=True))
         return queryset.filter(owner_id__in=every_owner, message_id=term), False
 
@@ -393,6 +407,71 @@ class MessageAdmin(admin.ModelAdmin):
             self.message_user(request, f"Released as failed (retry them when ready): {released}.", SUCCESS)
         if released < len(selected):
             self.message_user(request, f"Skipped {len(selected) - released}: not stuck in sending.", WARNING)
+
+    def get_urls(self) -> list[URLPattern]:
+        cancel_matching_url = path(
+            "cancel-matching/",
+            self.admin_site.admin_view(self.cancel_matching_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_cancel_matching",
+        )
+        # Before Django's own: its "<path:object_id>/" would take the path for a message's pk.
+        return [cancel_matching_url, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context and self.may_cancel_matching(request):
+            # The list's own query string (its filters and search; not the page, nor the facets,
+            # which remove_facet_link drops), so that the confirmation page and the cancel apply
+            # exactly the filter the list shows.
+            query = context["cl"].remove_facet_link
+            context["cancel_matching_url"] = reverse(self._url_name("cancel_matching")) + query
+        return response
+
+    def may_cancel_matching(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request) and self.has_run_message_actions_permission(request)
+
+    def cancel_matching_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: how many messages the list's filter matches, to confirm; POST: cancels them all,
+        of every owner, in batches (scheduling.cancel_matching), beyond the page and
+        MAX_MESSAGES_PER_ACTION."""
+        if not self.may_cancel_matching(request):
+            raise PermissionDenied
+        changelist_url = reverse(self._url_name("changelist"))
+        try:
+            # The list's own filters, search and lookup_allowed, from this URL's query string.
+            changelist = self.get_changelist_instance(request)
+            in_words = filter_in_words(changelist)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(f"{changelist_url}?{ERROR_FLAG}=1")
+        query = changelist.remove_facet_link  # the filters and search, not the page nor facets
+        matching: QuerySet[Message] = changelist.queryset
+        if request.method == "POST":
+            self._report_bulk_cancel(request, cancel_matching(matching=matching))
+            return HttpResponseRedirect(changelist_url + query)
+        cancellable, in_flight = count_matching(matching)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cancel every matching message",
+            "opts": self.opts,
+            "cancellable": cancellable,
+            "cancellable_in_words": number_of_messages(cancellable),
+            "in_flight": in_flight,
+            "in_flight_in_words": number_of_messages(in_flight),
+            "filter_in_words": in_words,
+            "confirm_url": request.path + query,
+            "back_url": changelist_url + query,
+        }
+        return TemplateResponse(request, "admin/scheduler/message/cancel_matching.html", context)
+
+    def _report_bulk_cancel(self, request: HttpRequest, result: BulkCancel) -> None:
+        self.message_user(request, f"Cancelled: {number_of_messages(result.cancelled)}.", SUCCESS if result.cancelled else INFO)
+        if result.in_flight:
+            skipped = f"Skipped {count_of(result.in_flight)} {SKIP_REASONS[MessageInFlight]}: {listed(result.in_flight)}."
+            self.message_user(request, skipped, WARNING)
+
+    def _url_name(self, view: str) -> str:
+        return f"admin:{self.opts.app_label}_{self.opts.model_name}_{view}"
 
     def _run_per_message(
         self, request: HttpRequest, queryset: QuerySet[Message], operation: Callable[..., object], *, done: str
@@ -430,7 +509,45 @@ def run_per_message(
 
 
 def count_of(message_ids: list[str]) -> str:
-    return f"{len(message_ids)} message" + ("" if len(message_ids) == 1 else "s")
+    return number_of_messages(len(message_ids))
+
+
+def number_of_messages(number: int) -> str:
+    return f"{number:,} message" + ("" if number == 1 else "s")
+
+
+def count_matching(matching: QuerySet[Message]) -> tuple[int, int]:
+    """(cancellable, being sent) of the messages in `matching`. Exact, one COUNT of the rows the
+    cancel will walk (never delivered history): the page is shown once before a cancel that
+    reads every one of them anyway, not on every list load like BoundedCountPaginator's."""
+    counts = (
+        matching.order_by()
+        .filter(status__in=ID_HOLDING_STATUSES)
+        .aggregate(
+            cancellable=Count("pk", filter=Q(status__in=CANCELLABLE_STATUSES)),
+            in_flight=Count("pk", filter=Q(status=MessageStatus.SENDING)),
+        )
+    )
+    return counts["cancellable"], counts["in_flight"]
+
+
+def filter_in_words(changelist: ChangeList) -> list[str]:
+    """The list's filters and search as its sidebar shows them: ["status: Failed", ...].
+
+    Raises IncorrectLookupParameters for a value the sidebar does not offer: the words could not
+    say what it does (DueFilter ignores one it does not know, and would cancel every message).
+    """
+    words = []
+    for spec in changelist.filter_specs:
+        if not spec.used_parameters:
+            continue
+        chosen = [str(choice["display"]) for choice in spec.choices(changelist) if choice["selected"]]
+        if not chosen:
+            raise IncorrectLookupParameters(f"not a choice of the {spec.title} filter")
+        words.append(f"{spec.title}: {' or '.join(chosen)}")
+    if changelist.query:
+        words.append(f"search: “{changelist.query}”")
+    return words
 
 
 def listed(message_ids: list[str], limit: int = 10) -> str:

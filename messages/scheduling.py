@@ -2,7 +2,8 @@
 
 The API, the admin actions and the management commands all go through these functions. Each
 acts for one owner (the API key's id): an id belongs to its owner, and another owner's message
-is not found, as if it did not exist.
+is not found, as if it did not exist. The one exception is cancel_matching, the admin's, which
+takes a queryset of any owner's messages that ops staff filtered.
 """
 
 from __future__ import annotations
@@ -226,17 +227,32 @@ def cancel_messages(
     (by default all that hold an id: waiting, sending, failed), in batches: bounded memory and
     short transactions at any number. Those being sent are reported, not cancelled."""
     owned = Message.objects.owned_by(owner_id)
-    walks: list[tuple[QuerySet[Message], str]]
     if message_ids is not None:
-        walks = [(owned.holding_id_in(message_ids), "pk")]
-    else:
-        statuses = [status] if status else list(ID_HOLDING_STATUSES)
-        pending = [name for name in statuses if name in PENDING_STATUSES]
-        walks = []
-        if pending:
-            walks.append((narrowed_by.apply(owned.filter(status__in=pending, due_at__isnull=False)), "due_at"))
-        if MessageStatus.FAILED in statuses:
-            walks.append((narrowed_by.apply(owned.filter(status=MessageStatus.FAILED, finished_at__isnull=False)), "finished_at"))
+        return _cancel_walks([(owned.holding_id_in(message_ids), "pk")])
+    statuses = [status] if status else list(ID_HOLDING_STATUSES)
+    return _cancel_walks(_walks_along_indexes(narrowed_by.apply(owned), statuses))
+
+
+def cancel_matching(*, matching: QuerySet[Message]) -> BulkCancel:
+    """Cancels every message in `matching`, a queryset already filtered (the admin's list, of
+    every owner), that is waiting or failed, in batches like cancel_messages. Delivered history
+    in it is left alone; those being sent are reported, not cancelled."""
+    return _cancel_walks(_walks_along_indexes(matching, ID_HOLDING_STATUSES))
+
+
+def _walks_along_indexes(matching: QuerySet[Message], statuses: Sequence[str]) -> list[tuple[QuerySet[Message], str]]:
+    """The rows of `matching` in `statuses`, split by the index that serves each walk: due_at for
+    pending ones, finished_at for failed ones."""
+    pending = [name for name in statuses if name in PENDING_STATUSES]
+    walks: list[tuple[QuerySet[Message], str]] = []
+    if pending:
+        walks.append((matching.filter(status__in=pending, due_at__isnull=False), "due_at"))
+    if MessageStatus.FAILED in statuses:
+        walks.append((matching.filter(status=MessageStatus.FAILED, finished_at__isnull=False), "finished_at"))
+    return walks
+
+
+def _cancel_walks(walks: list[tuple[QuerySet[Message], str]]) -> BulkCancel:
     cancelled, in_flight = 0, list[str]()
     for matching, order_field in walks:
         for batch in _in_batches(matching, order_field):

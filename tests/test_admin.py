@@ -1,4 +1,5 @@
-"""The Django admin as ops staff use it: find messages, read them, deliver now, cancel, retry.
+"""The Django admin as ops staff use it: find messages, read them, deliver now, cancel, retry,
+cancel every message a filter matches.
 
 In-process test client, DEBUG off. The actions' enqueues (transaction.on_commit) never fire
 inside the test transaction: these tests check the database, not delivery.
@@ -20,13 +21,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messages import admin as message_admin
-from messages.models import DeliveryAttempt, Message, MessageStatus
+from messages import message_states, scheduling
+from messages.api_keys import create_api_key
+from messages.models import API_TOKEN_KEY_ID, DeliveryAttempt, Message, MessageStatus
 from tests.factories import make_message
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "correct-horse-battery-staple-42"  # noqa: S105 - test users only
 CHANGELIST = reverse("admin:scheduler_message_changelist")
+CANCEL_MATCHING = f"{CHANGELIST}cancel-matching/"
 
 
 def change_page(message: Message) -> str:
@@ -353,6 +357,189 @@ def test_staff_who_may_only_view_are_not_offered_the_actions(client):
     assert page.status_code == 200
     assert 'value="cancel"' not in page.content.decode()
     assert Message.objects.filter(pk=message.pk).exists()
+
+
+# --- Cancel every matching message ----------------------------------------------------------
+
+
+def remaining() -> set[str]:
+    return set(Message.objects.values_list("message_id", flat=True))
+
+
+@pytest.fixture
+def tenants():
+    """API_TOKEN's messages in every state, and a failed one of another key's."""
+    other, _ = create_api_key(name="tenant-b")
+    failed_message("failed-1")
+    failed_message("failed-2")
+    make_message(message_id="waiting", due_at=timezone.now() + timedelta(days=1))
+    make_message(message_id="on-the-wire", status=MessageStatus.SENDING)
+    make_message(message_id="delivered", status=MessageStatus.DELIVERED, due_at=None)
+    make_message(message_id="theirs", status=MessageStatus.FAILED, due_at=None, owner_id=other.pk)
+
+
+def test_the_list_links_to_cancelling_every_message_its_filter_matches(ops_client, tenants):
+    response = ops_client.get(CHANGELIST, {"status__exact": "failed", "p": 1, "_facets": "True"})
+
+    # The list's filter, not its page or facets
+    assert response.context["cancel_matching_url"] == f"{CANCEL_MATCHING}?status__exact=failed"
+    assert f'href="{CANCEL_MATCHING}?status__exact=failed"' in response.content.decode()
+
+
+def test_the_confirmation_counts_what_the_filter_matches_and_cancels_nothing(ops_client, tenants):
+    response = ops_client.get(CANCEL_MATCHING, {"status__exact": "failed", "owner__id__exact": API_TOKEN_KEY_ID})
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert response.context["cancellable"] == 2
+    assert response.context["in_flight"] == 0
+    assert response.context["filter_in_words"] == ["status: Failed", "owner: API_TOKEN (API_TOKEN…)"]
+    assert '<strong class="cancellable-count">2 messages</strong>' in page
+    assert 'value="Yes, cancel 2 messages"' in page
+    assert 'name="csrfmiddlewaretoken"' in page
+    assert f'action="{CANCEL_MATCHING}?owner__id__exact={API_TOKEN_KEY_ID}&amp;status__exact=failed"' in page
+    assert f'href="{CHANGELIST}?owner__id__exact={API_TOKEN_KEY_ID}&amp;status__exact=failed"' in page
+    assert len(remaining()) == 6
+
+
+def test_the_confirmation_says_how_many_matching_messages_are_being_sent(ops_client, tenants):
+    response = ops_client.get(CANCEL_MATCHING, {"owner__id__exact": API_TOKEN_KEY_ID})
+
+    assert response.context["cancellable"] == 3  # two failed, one waiting; never the delivered one
+    assert response.context["in_flight"] == 1
+    assert '<strong class="in-flight-count">1 message</strong> matching is' in response.content.decode()
+
+
+def test_confirming_cancels_exactly_the_matching_cancellable_messages(ops_client, tenants):
+    query = f"?owner__id__exact={API_TOKEN_KEY_ID}"
+
+    response = ops_client.post(CANCEL_MATCHING + query, follow=True)
+
+    assert response.redirect_chain == [(CHANGELIST + query, 302)]
+    assert remaining() == {"on-the-wire", "delivered", "theirs"}
+    assert flashed(response) == [
+        "Cancelled: 3 messages.",
+        "Skipped 1 message in flight (its webhook is being called right now): on-the-wire.",
+    ]
+
+
+def test_confirming_with_a_status_filter_cancels_that_status_of_every_owner(ops_client, tenants):
+    response = ops_client.post(f"{CANCEL_MATCHING}?status__exact=failed", follow=True)
+
+    assert remaining() == {"waiting", "on-the-wire", "delivered"}
+    assert flashed(response) == ["Cancelled: 3 messages."]
+
+
+def test_every_matching_message_is_cancelled_past_the_page_in_many_batches(ops_client, monkeypatch):
+    # Given more matching messages than a page shows, cancelled four a batch
+    monkeypatch.setattr(message_admin.MessageAdmin, "list_per_page", 5)
+    monkeypatch.setattr(scheduling, "CANCEL_BATCH", 4)
+    batches: list[int] = []
+    cancel_many = message_states.cancel_many
+
+    def counting_batches(pks, **kwargs):
+        batches.append(len(pks))
+        return cancel_many(pks, **kwargs)
+
+    monkeypatch.setattr(message_states, "cancel_many", counting_batches)
+    now = timezone.now()
+    for number in range(30):
+        make_message(message_id=f"due-{number}", due_at=now + timedelta(minutes=number % 7))
+    for number in range(10):
+        failed_message(f"failed-{number}")
+    make_message(message_id="delivered", status=MessageStatus.DELIVERED, due_at=None)
+
+    # When the unfiltered list's messages are counted, then cancelled
+    counted = ops_client.get(CANCEL_MATCHING)
+    response = ops_client.post(CANCEL_MATCHING, follow=True)
+
+    # Then all forty, in batches of at most four; history stays
+    assert counted.context["cancellable"] == 40
+    assert counted.context["filter_in_words"] == []
+    assert remaining() == {"delivered"}
+    assert flashed(response) == ["Cancelled: 40 messages."]
+    assert sum(batches) == 40
+    assert max(batches) == 4
+
+
+def test_a_search_term_narrows_the_count_and_the_cancel(ops_client):
+    make_message(message_id="lower", webhook_url="https://hooks.example.com/tenanta/1")
+    make_message(message_id="upper", webhook_url="https://hooks.example.com/TenantA/1")
+    make_message(message_id="order-7")
+    term = {"q": "https://hooks.example.com/tenanta/"}
+
+    counted = ops_client.get(CANCEL_MATCHING, term)
+    ops_client.post(f"{CANCEL_MATCHING}?q=https://hooks.example.com/tenanta/")
+    ops_client.post(f"{CANCEL_MATCHING}?q=order-7")
+
+    assert counted.context["cancellable"] == 1
+    assert counted.context["filter_in_words"] == ["search: “https://hooks.example.com/tenanta/”"]
+    # The prefix with its case, on SQLite as well
+    assert remaining() == {"upper"}
+
+
+def test_a_due_filter_narrows_the_cancel(ops_client):
+    now = timezone.now()
+    make_message(message_id="late", due_at=now - timedelta(minutes=5))
+    make_message(message_id="next-week", due_at=now + timedelta(days=7))
+
+    ops_client.post(f"{CANCEL_MATCHING}?due=overdue")
+
+    assert remaining() == {"next-week"}
+
+
+def test_a_stuck_filter_finds_only_messages_that_cannot_be_cancelled(ops_client):
+    stuck_message("stuck-one")
+    make_message(message_id="waiting")
+
+    counted = ops_client.get(CANCEL_MATCHING, {"claim": "stuck"})
+    response = ops_client.post(f"{CANCEL_MATCHING}?claim=stuck", follow=True)
+
+    assert (counted.context["cancellable"], counted.context["in_flight"]) == (0, 1)
+    assert 'value="Yes, cancel' not in counted.content.decode()
+    assert remaining() == {"stuck-one", "waiting"}
+    assert flashed(response)[0] == "Cancelled: 0 messages."
+
+
+@pytest.mark.parametrize(
+    ("query", "status_code"),
+    [
+        ("?webhook_url__regex=secret", 400),  # not a sidebar filter: lookup_allowed refuses it
+        ("?due=someday", 302),  # not a choice: DueFilter would ignore it and match everything
+    ],
+)
+def test_a_filter_the_list_does_not_offer_cancels_nothing(ops_client, tenants, query, status_code):
+    shown = ops_client.get(CANCEL_MATCHING + query)
+    posted = ops_client.post(CANCEL_MATCHING + query)
+
+    assert (shown.status_code, posted.status_code) == (status_code, status_code)
+    if status_code == 302:
+        assert shown["Location"] == posted["Location"] == f"{CHANGELIST}?e=1"  # as the list answers it
+    assert len(remaining()) == 6
+
+
+def test_without_the_permission_to_run_actions_there_is_no_link_and_the_page_is_forbidden(client, tenants):
+    viewer = make_staff("viewer")
+    viewer.user_permissions.add(*Group.objects.get(name="ops").permissions.exclude(codename="run_message_actions"))
+    client.force_login(viewer)
+
+    listed = client.get(CHANGELIST)
+    shown = client.get(CANCEL_MATCHING)
+    posted = client.post(CANCEL_MATCHING)
+
+    assert listed.status_code == 200
+    assert "cancel_matching_url" not in listed.context
+    assert CANCEL_MATCHING not in listed.content.decode()
+    assert (shown.status_code, posted.status_code) == (403, 403)
+    assert len(remaining()) == 6
+
+
+def test_the_page_is_for_signed_in_staff_only(client, tenants):
+    response = client.post(CANCEL_MATCHING)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    assert len(remaining()) == 6
 
 
 # --- create_admin --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""POST /messages/cancel (by ids or by filter) and the same filter on GET /messages."""
+"""POST /messages/cancel (by ids or by filter), the same filter on GET /messages, and the admin's
+cancel of a filtered queryset (scheduling.cancel_matching)."""
 
 from __future__ import annotations
 
@@ -216,4 +217,36 @@ def test_a_message_changed_out_of_the_filter_after_its_batch_was_read_is_not_can
 
     # Then the filter is read again under the lock: the message stays
     assert response.json() == {"cancelled": 0, "inFlight": []}
+    assert remaining() == {"moved-away"}
+
+
+@pytest.mark.django_db
+def test_cancel_matching_cancels_the_waiting_and_failed_messages_of_a_queryset_of_any_owner(cast, monkeypatch):
+    # Given the cast and a delivered message to the same target, two rows a batch
+    monkeypatch.setattr(scheduling, "CANCEL_BATCH", 2)
+    make_message(message_id="history", status=MessageStatus.DELIVERED, due_at=None, webhook_url="https://a.example.com/hook")
+
+    # When every message to a. is cancelled, whoever owns it
+    result = scheduling.cancel_matching(matching=Message.objects.filter(webhook_url__startswith="https://a."))
+
+    # Then the waiting and failed ones of both owners are gone; the one being sent and history stay
+    assert result == scheduling.BulkCancel(cancelled=4, in_flight=["sending"])
+    assert remaining() == {"m120", "m180", "sending", "history"}
+
+
+@pytest.mark.django_db
+def test_cancel_matching_leaves_a_message_changed_out_of_its_queryset_after_its_batch_was_read(monkeypatch):
+    make_message(message_id="moved-away", due_at=at(0), webhook_url="https://a.example.com/hook")
+    read_batches = scheduling._in_batches
+
+    def read_then_edit(matching, order_field):
+        for batch in read_batches(matching, order_field):
+            Message.objects.filter(message_id="moved-away").update(webhook_url="https://b.example.com/hook")
+            yield batch
+
+    monkeypatch.setattr(scheduling, "_in_batches", read_then_edit)
+
+    result = scheduling.cancel_matching(matching=Message.objects.filter(webhook_url__startswith="https://a."))
+
+    assert result == scheduling.BulkCancel(cancelled=0, in_flight=[])
     assert remaining() == {"moved-away"}
