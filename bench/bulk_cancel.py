@@ -1,8 +1,9 @@
 """POST /messages/cancel at scale, in the Django app alone: time and memory of one bulk cancel.
 
-    .venv/bin/python -m bench.bulk_cancel [N]
+    .venv/bin/python -m bench.bulk_cancel [N] [--postgres URL]
 
-Migrates a throwaway SQLite file, loads N scheduled messages (default 1,000,000) with one
+Migrates a throwaway SQLite file (or, with --postgres, a database bench_scheduler created on that
+server and dropped afterwards), loads N scheduled messages (default 1,000,000) with one
 executemany, then cancels them all through scheduling.cancel_messages with a filter, as the
 endpoint does, and prints the wall time, the rate and this process's peak RSS before and after.
 """
@@ -17,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.service import ROOT, SQLiteDatabase
+from bench.service import ROOT, Database, PostgresDatabase, SQLiteDatabase
 
 
 def peak_rss_mb() -> float:
@@ -25,9 +26,18 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    path = Path(tempfile.mkdtemp(prefix="bulk-cancel-")) / "db.sqlite3"
-    database = SQLiteDatabase(path)
+    args = sys.argv[1:]
+    postgres = args[args.index("--postgres") + 1] if "--postgres" in args else None
+    if postgres:
+        args.remove("--postgres")
+        args.remove(postgres)
+    n = int(args[0]) if args else 1_000_000
+    database: Database
+    if postgres:
+        database = PostgresDatabase(postgres)
+        database.create()
+    else:
+        database = SQLiteDatabase(Path(tempfile.mkdtemp(prefix="bulk-cancel-")) / "db.sqlite3")
     os.environ.update(DJANGO_SETTINGS_MODULE="scheduler_project.settings", READ_DOT_ENV="false",
                       API_TOKEN="bench-token-" + "x" * 20, SECRET_KEY="bench-" * 10, DATABASE_URL=database.url,
                       LOG_LEVEL="WARNING")
