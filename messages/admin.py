@@ -40,6 +40,7 @@ from messages.models import HISTORY_STATUSES, ID_HOLDING_STATUSES, ApiKey, Deliv
 from messages.row_counts import planner_row_estimate
 from messages.scheduling import (
     BulkCancel,
+    ExpiresBeforeNextAttempt,
     MessageInFlight,
     MessageNotFailed,
     MessageNotFound,
@@ -64,6 +65,7 @@ SKIP_REASONS: dict[type[Exception], str] = {
     MessageInFlight: "in flight (its webhook is being called right now)",
     MessageNotFailed: "not failed",
     MessageNotFound: "already delivered or gone",
+    ExpiresBeforeNextAttempt: "past their expiresAt",
 }
 
 
@@ -270,6 +272,7 @@ class MessageAdmin(admin.ModelAdmin):
                     "scheduled_for",
                     "time_zone",
                     "next_attempt",
+                    "expires_at",
                     "first_attempt_late_ms",
                     "created",
                 )

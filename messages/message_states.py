@@ -190,9 +190,14 @@ def release_stuck(message: Message, *, cutoff: datetime, now: datetime, reason: 
 # --- Changing plans ---------------------------------------------------------------------------
 
 
-def reschedule(message: Message, *, due_at: datetime, enqueued_at: datetime | None, status: str) -> None:
+def reschedule(
+    message: Message, *, due_at: datetime, enqueued_at: datetime | None, status: str, plan: dict[str, Any] | None = None
+) -> None:
     """A waiting or failed message (locked by the caller) is due again at `due_at`; a failed one
-    gets a fresh set of attempts, its earlier ones kept in the history."""
+    gets a fresh set of attempts, its earlier ones kept in the history. `plan`: fields of its
+    plan changed with it (a retry's new expires_at)."""
+    for name, value in (plan or {}).items():
+        setattr(message, name, value)
     if message.status == MessageStatus.FAILED:
         message.attempt_count_at_resend = message.attempt_count
         message.finished_at = None
@@ -200,7 +205,9 @@ def reschedule(message: Message, *, due_at: datetime, enqueued_at: datetime | No
     message.due_at = due_at
     message.enqueued_at = enqueued_at
     message.version += 1  # locked: no one else writes it meanwhile
-    message.save(update_fields=["status", "due_at", "enqueued_at", "attempt_count_at_resend", "finished_at", "version"])
+    message.save(
+        update_fields=["status", "due_at", "enqueued_at", "attempt_count_at_resend", "finished_at", "version", *(plan or {})]
+    )
 
 
 def edit(message: Message, *, changes: dict[str, Any], due_at: datetime | None, enqueued_at: datetime | None) -> bool:

@@ -169,8 +169,9 @@ def prepared_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def encode_payload(payload: Any) -> str:
-    """The JSON text stored and sent: compact, in the client's key order, encoded once."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    """The JSON text stored and sent: compact, in the client's key order, encoded once. Raises
+    ValueError for NaN or an infinity (`1e400` parses to one), which JSON cannot carry."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class Message(models.Model):

@@ -124,9 +124,12 @@ def schedule_message(*, owner_id: int, new: NewMessage, now: datetime | None = N
     return message
 
 
-# How often a batch is tried again after a concurrent create took one of its ids between its
-# check and its insert (PostgreSQL; SQLite's write transactions queue, so none comes between).
-BATCH_ATTEMPTS = 3
+# A batch checks which ids are free, then inserts; a concurrent create (another batch, a POST)
+# may take one in between, and the INSERT then fails (PostgreSQL; SQLite's write transactions
+# queue, so none comes between). The batch is tried again, and each retry finds that id taken:
+# it goes on while retries find more ids taken, and gives up after this many in a row that do
+# not (an IntegrityError with another cause: an owner that is gone).
+BATCH_ATTEMPTS_WITHOUT_PROGRESS = 3
 # Ids per query when a batch looks for those already held.
 ID_LOOKUP_CHUNK = 500
 
@@ -141,31 +144,41 @@ def schedule_messages(
     # Made and prepared before the transaction: on SQLite it holds the one write lock.
     rows = [_new_row(owner_id, new, now=now) for new in new_messages]
     prepared = prepared_rows(rows)
-    for attempt in range(1, BATCH_ATTEMPTS + 1):
+    ids = [new.message_id for new in new_messages]
+    most_taken, without_progress = -1, 0
+    while True:
+        taken: set[str] = set()
         try:
             with transaction.atomic():
-                return _schedule_all_free(owner_id, new_messages, rows, prepared, now=now)
+                taken = _held_ids(owner_id, ids)
+                return _schedule_all_free(new_messages, rows, prepared, taken, now=now)
         except IntegrityError:
-            if attempt == BATCH_ATTEMPTS:
+            if len(taken) > most_taken:
+                most_taken, without_progress = len(taken), 0
+            without_progress += 1
+            if without_progress >= BATCH_ATTEMPTS_WITHOUT_PROGRESS:
                 raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _schedule_all_free(
-    owner_id: int,
-    new_messages: Sequence[NewMessage],
-    rows: list[dict[str, Any]],
-    prepared: list[tuple[Any, ...]],
-    *,
-    now: datetime,
-) -> list[NewMessage | MessageIdTaken]:
-    ids = [new.message_id for new in new_messages]
+def _held_ids(owner_id: int, ids: list[str]) -> set[str]:
     owned = Message.objects.owned_by(owner_id)
-    taken = {
+    return {
         message_id
         for start in range(0, len(ids), ID_LOOKUP_CHUNK)
         for message_id in owned.holding_id_in(ids[start : start + ID_LOOKUP_CHUNK]).values_list("message_id", flat=True)
     }
+
+
+def _schedule_all_free(
+    new_messages: Sequence[NewMessage],
+    rows: list[dict[str, Any]],
+    prepared: list[tuple[Any, ...]],
+    taken: set[str],
+    *,
+    now: datetime,
+) -> list[NewMessage | MessageIdTaken]:
+    ids = [new.message_id for new in new_messages]
+    taken = set(taken)
     results: list[NewMessage | MessageIdTaken] = []
     accepted: list[int] = []
     for index, new in enumerate(new_messages):
@@ -290,14 +303,23 @@ def _in_batches(matching: QuerySet[Message], order_field: str) -> Iterator[list[
         yield [(row[0], row[1]) for row in rows]
 
 
-def retry_message(*, owner_id: int, message_id: str, schedule_to: datetime | None = None, now: datetime | None = None) -> Message:
-    """Sends a failed message again, now or at `schedule_to`, with a fresh set of attempts."""
+def retry_message(
+    *,
+    owner_id: int,
+    message_id: str,
+    schedule_to: datetime | None = None,
+    expires_at: datetime | None = UNCHANGED,
+    now: datetime | None = None,
+) -> Message:
+    """Sends a failed message again, now or at `schedule_to`, with a fresh set of attempts;
+    `expires_at` replaces its expiry (None clears it), which must come after that attempt."""
     now = now or timezone.now()
     with transaction.atomic():
         message = _locked_message(owner_id, message_id, allow_in_flight=True)
         if message.status != MessageStatus.FAILED:
             raise MessageNotFailed(message_id)
-        _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED)
+        plan = {} if expires_at is UNCHANGED else {"expires_at": expires_at}
+        _reschedule(message, due_at=schedule_to or now, now=now, status=MessageStatus.SCHEDULED, plan=plan)
     return message
 
 
@@ -311,9 +333,12 @@ def deliver_message_now(*, owner_id: int, message_id: str, now: datetime | None 
     return message
 
 
-def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str) -> None:
+def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str, plan: dict[str, Any] | None = None) -> None:
+    expires_at = (plan or {}).get("expires_at", message.expires_at)
+    if expires_at is not None and expires_at <= due_at:
+        raise ExpiresBeforeNextAttempt(message.message_id)
     queue_now = is_imminent(due_at, now=now)
-    message_states.reschedule(message, due_at=due_at, enqueued_at=now if queue_now else None, status=status)
+    message_states.reschedule(message, due_at=due_at, enqueued_at=now if queue_now else None, status=status, plan=plan)
     if queue_now:
         enqueue_after_commit(message)
 

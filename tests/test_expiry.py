@@ -223,3 +223,41 @@ def test_a_message_found_past_its_expiry_is_never_sent_and_its_neighbour_is(serv
     assert len(calls) == 1
     assert Message.objects.get(pk=on_time.pk).status == MessageStatus.DELIVERED
     assert not DeliveryAttempt.objects.filter(message_id=late.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_retry_cannot_plan_an_attempt_at_or_after_the_expiry_but_may_move_or_clear_it(api):
+    failed = make_message(
+        message_id="f", status=MessageStatus.FAILED, due_at=None, expires_at=timezone.now() + timedelta(minutes=10)
+    )
+    later = iso(timezone.now() + timedelta(hours=1))
+
+    refused = api.post("/messages/f/retry", {"scheduleTo": later}, format="json")
+    assert refused.status_code == 400
+    assert "next attempt" in refused.json()["errors"]["expiresAt"][0]
+    failed.refresh_from_db()
+    assert failed.status == MessageStatus.FAILED
+
+    moved = api.post(
+        "/messages/f/retry", {"scheduleTo": later, "expiresAt": iso(timezone.now() + timedelta(hours=2))}, format="json"
+    )
+    assert moved.status_code == 200, moved.content
+    assert api.get("/messages/f").json()["expiresAt"] is not None
+
+
+@pytest.mark.django_db
+def test_a_failed_message_past_its_expiry_is_retried_only_with_the_expiry_moved_or_cleared(api):
+    make_message(message_id="f", status=MessageStatus.FAILED, due_at=None, expires_at=timezone.now() - timedelta(minutes=1))
+
+    assert api.post("/messages/f/retry", {}, format="json").status_code == 400
+    cleared = api.post("/messages/f/retry", {"expiresAt": None}, format="json")
+    assert cleared.status_code == 200
+    detail = api.get("/messages/f").json()
+    assert (detail["status"], detail["expiresAt"]) == ("scheduled", None)
+
+
+@pytest.mark.django_db
+def test_a_bulk_cancel_cannot_name_history_statuses(api):
+    for status in ("expired", "delivered"):
+        response = api.post("/messages/cancel", {"filter": {"status": status}}, format="json")
+        assert response.status_code == 400, status

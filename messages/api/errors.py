@@ -42,7 +42,7 @@ def domain_error(exc: Exception) -> APIException | None:
         )
     if isinstance(exc, scheduling.ExpiresBeforeNextAttempt):
         return ValidationError(
-            {"expiresAt": ["Must be later than the message's next attempt (scheduleTo): it could never be sent."]}
+            {"expiresAt": ["Must be later than the message's next attempt (scheduleTo, or now): it could never be sent."]}
         )
     if isinstance(exc, listing.InvalidCursor):
         return ValidationError({"cursor": ["Is not a cursor this API gave out."]})

@@ -15,7 +15,7 @@ from messages.api.exceptions import RequestTooLarge
 from messages.api.shared_fields import SharedFieldsSerializer
 from messages.listing import LISTABLE_STATUSES, MessageFilter
 from messages.local_time import ZONE_NAME_MAX_LENGTH, UnknownTimeZone, resolve_local_time, time_zone
-from messages.models import TIMEOUT_SECONDS_MAX, encode_payload
+from messages.models import TIMEOUT_SECONDS_MAX, MessageStatus, encode_payload
 from messages.scheduling import NewMessage
 from messages.signing import SIGNATURE_HEADERS
 from messages.target_policy import host_block_reason, port_block_reason
@@ -99,7 +99,11 @@ def validate_payload(value: Any) -> str:
     if _contains_nul(value):
         # PostgreSQL cannot store it in text; refused everywhere, so both databases agree.
         raise serializers.ValidationError("Must not contain the NUL character (\\u0000).")
-    text = encode_payload(value)
+    try:
+        text = encode_payload(value)
+    except ValueError:
+        # NaN or an infinity: DRF's JSONField refuses it in these words before this runs.
+        raise serializers.ValidationError("Value must be valid JSON.") from None
     try:
         size = len(text.encode())
     except UnicodeEncodeError:
@@ -373,6 +377,9 @@ class ScheduleMessagesSerializer(SharedFieldsSerializer):
 
 class RetryMessageSerializer(SharedFieldsSerializer):
     scheduleTo = ScheduleToField(required=False)
+    expiresAt = InstantField(
+        required=False, allow_null=True, help_text="Replaces its expiry (`null` takes it away); later than this attempt."
+    )
 
 
 class MessageFilterSerializer(SharedFieldsSerializer):
@@ -398,6 +405,13 @@ class ListMessagesSerializer(MessageFilterSerializer):
 CANCEL_IDS_MAX = 10_000
 
 
+class CancelFilterSerializer(MessageFilterSerializer):
+    # Only what a cancel can take: history (delivered, expired) is never cancelled.
+    status = serializers.ChoiceField(
+        choices=[MessageStatus.SCHEDULED, MessageStatus.RETRYING, MessageStatus.FAILED], required=False
+    )
+
+
 class CancelMessagesSerializer(SharedFieldsSerializer):
     ids = serializers.ListField(
         child=StrictCharField(max_length=200, trim_whitespace=False),
@@ -406,7 +420,7 @@ class CancelMessagesSerializer(SharedFieldsSerializer):
         max_length=CANCEL_IDS_MAX,
         help_text=f"Up to {CANCEL_IDS_MAX:,} message ids.",
     )
-    filter = MessageFilterSerializer(required=False, help_text="Every message of yours that matches all of it.")
+    filter = CancelFilterSerializer(required=False, help_text="Every message of yours that matches all of it.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("ids" in attrs) == ("filter" in attrs):

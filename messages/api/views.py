@@ -222,6 +222,7 @@ class MessageRetryView(ApiView):
             owner_id=authenticated_client(request).key_id,
             message_id=_valid_path_id(message_id),
             schedule_to=serializer.validated_data.get("scheduleTo"),
+            expires_at=serializer.validated_data.get("expiresAt", scheduling.UNCHANGED),
         )
         return Response(ScheduledSerializer(message).data)
 

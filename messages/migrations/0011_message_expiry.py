@@ -8,9 +8,13 @@ after its expiresAt ends `expired`, kept as history like a delivered one.
   is dropped (CONCURRENTLY too). No row is expired yet, so both hold meanwhile.
 - finished_at is set exactly once delivered, failed or expired: the check is dropped and added
   again with `expired`, NOT VALID then validated without a lock on PostgreSQL (as 0006).
+
+Going back to 0010 is refused while expired messages exist: 0010's check and id index have no
+place for them (delete them first, or keep 0011).
 """
 
 from django.db import migrations, models
+from django.db.migrations.exceptions import IrreversibleError
 
 from messages.migration_operations import (
     AddCheckConstraintNotValid,
@@ -21,6 +25,12 @@ from messages.migration_operations import (
 
 HOLDING = ("scheduled", "retrying", "sending", "failed")
 FINISHED = ("delivered", "expired", "failed")
+
+
+def refuse_to_forget_expired_messages(apps, schema_editor):
+    expired = apps.get_model("scheduler", "Message").objects.filter(status="expired").count()
+    if expired:
+        raise IrreversibleError(f"{expired} messages are expired, a status 0010 does not know: delete them to go back")
 
 
 class Migration(migrations.Migration):
@@ -63,4 +73,6 @@ class Migration(migrations.Migration):
                 name="finished_at_set_exactly_once_finished",
             ),
         ),
+        # Last, so that going back runs it first.
+        migrations.RunPython(migrations.RunPython.noop, refuse_to_forget_expired_messages),
     ]
