@@ -370,7 +370,7 @@ class NewMessagesField(serializers.Field):
 
 class ScheduleMessagesSerializer(SharedFieldsSerializer):
     messages = NewMessagesField(
-        help_text="Up to BATCH_MAX_MESSAGES (1,000) messages, each as POST /messages takes it. Each is accepted or "
+        help_text="Up to BATCH_MAX_MESSAGES (by default 1,000) messages, each as POST /messages takes it. Each is accepted or "
         "refused on its own; the accepted ones are stored together, all or none."
     )
 
