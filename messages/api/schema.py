@@ -292,11 +292,13 @@ schedule_message_docs = extend_schema(
 schedule_messages_docs = extend_schema(
     operation_id="scheduleMessages",
     summary="Schedule many webhook calls",
-    description="Up to BATCH_MAX_MESSAGES (by default 1,000) messages, each as POST /messages takes it, in one request. Each "
+    description="Up to BATCH_MAX_MESSAGES (by default 1,000) messages, each as POST /messages takes it, in one "
+    "request. Each "
     "is accepted or refused on its own, and `results` answers for each in the same order: scheduled, or the "
     "status and error POST /messages would have given it alone (400 invalid, 409 id taken, also by an earlier "
     "message of the batch, 413 payload too large). A refused message never stops the others; the accepted ones "
-    "are stored together, all or none. The body may be up to BATCH_MAX_BYTES (by default 8 MiB). Rate limits (API_RATE_LIMIT) count a batch as one request.",
+    "are stored together, all or none. The body may be up to BATCH_MAX_BYTES (by default 8 MiB). Rate limits "
+    "(API_RATE_LIMIT) count a batch as one request.",
     parameters=IDEMPOTENCY_PARAMETERS,
     request=ScheduleMessagesSerializer,
     examples=[
