@@ -1,16 +1,21 @@
 """`make run`: migrate, then web, worker and beat in the foreground until Ctrl-C.
 
+This launcher never loads Django (manage.py prepare_run migrates and says what to start), so the
+fork of it that honcho keeps beside each process is small.
+
 Uses the embedded defaults: the SQLite file, and a Redis of its own when none answers at
 REDIS_URL. On the first start it writes a .env with a random API token and secret key.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
-import socket
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,56 +41,49 @@ def write_first_env_file(env_file: Path = ROOT / ".env") -> str | None:
     return token
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def prepare(plan_file: Path) -> int:
+    """manage.py prepare_run: migrate and collect in a process of their own, which writes the plan."""
+    return subprocess.run([sys.executable, "manage.py", "prepare_run", "--plan", str(plan_file)], cwd=ROOT).returncode
 
 
 def main() -> int:
     new_token = write_first_env_file()
     os.chdir(ROOT)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
-    import django
-    from django.conf import settings
+    # .env as the settings read it (the environment wins), for what the children's command lines
+    # expand (${WORKER_CONCURRENCY}, ${LOG_LEVEL}) and Flower's login; django-environ loads
+    # django.core.exceptions only, not Django.
+    import environ
 
-    django.setup()
-    from django.core.management import call_command
+    if environ.Env().bool("READ_DOT_ENV", default=True):
+        environ.Env.read_env(ROOT / ".env", overwrite=False)
+    # Django is loaded only in the child: honcho forks this process once per process it starts.
+    with tempfile.TemporaryDirectory() as scratch:
+        plan_file = Path(scratch) / "plan.json"
+        failed = prepare(plan_file)
+        if failed:
+            return failed
+        plan = json.loads(plan_file.read_text())
+    import honcho.manager
     from honcho.manager import Manager
 
-    from scheduler_project.embedded_redis import redis_answers, redis_server_command
-    from scheduler_project.procfile import procfile_processes
-
-    call_command("migrate", interactive=False, verbosity=1)
-    call_command("collectstatic", interactive=False, verbosity=0)
-
-    import honcho.manager
-
-    from messages.delivery_engine import longest_delivery_seconds
-
-    # On Ctrl-C honcho sends SIGTERM, then SIGKILL after KILL_WAIT (5 s): a worker needs as long
-    # as its longest call and record to stop without a duplicate. It stops at once when idle.
-    honcho.manager.KILL_WAIT = longest_delivery_seconds() + 10
+    honcho.manager.KILL_WAIT = plan["kill_wait_seconds"]
     manager = Manager()
     # The Procfile's commands (granian, celery) come from this virtualenv.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
-    if not redis_answers(settings.REDIS_URL):
-        port = free_port()
-        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        (ROOT / "var" / "redis").mkdir(parents=True, exist_ok=True)
-        redis_command = redis_server_command(port=port, directory=str(ROOT / "var" / "redis"))
-        manager.add_process("redis", shlex.join(redis_command), env=env, cwd=str(ROOT))
-        print(f"No Redis answered at {settings.REDIS_URL}: starting one of its own on 127.0.0.1:{port}")
-    for name, (command, extra_env) in procfile_processes().items():
-        manager.add_process(name, command, env={**env, **extra_env}, cwd=str(ROOT))
+    if plan["redis"]:
+        env["REDIS_URL"] = plan["redis"]["url"]
+        manager.add_process("redis", shlex.join(plan["redis"]["command"]), env=env, cwd=str(ROOT))
+        print(f"No Redis answered at {plan['configured_redis_url']}: starting one of its own at {plan['redis']['url']}")
+    for name, process in plan["processes"].items():
+        manager.add_process(name, process["command"], env={**env, **process["env"]}, cwd=str(ROOT))
     # Flower can revoke tasks and shows their arguments: it never runs without a login.
     flower_port = os.environ.get("FLOWER_PORT", "5555")
     if os.environ.get("FLOWER_BASIC_AUTH"):
         command = f"celery -A scheduler_project flower --address=127.0.0.1 --port={flower_port}"
         manager.add_process("flower", command, env=env, cwd=str(ROOT))
 
-    base = f"http://{settings.API_HOST}:{settings.API_PORT}"
+    base = plan["base_url"]
     print(f"\n  API     {base}/messages   (Authorization: Bearer <API_TOKEN from .env>)")
     print(f"  Health  {base}/health")
     print(f"  Admin   {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")

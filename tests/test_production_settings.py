@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from standardwebhooks import Webhook
 
 from messages.signing import parse_signing_secrets, signature_headers
@@ -286,3 +287,37 @@ def test_an_existing_env_file_is_never_replaced(tmp_path, monkeypatch):
 
     assert write_first_env_file(env_file) is None
     assert env_file.read_text() == "API_TOKEN=the-operator-s-own\n"
+
+
+# --- make run's launcher --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_prepare_run_migrates_and_writes_what_the_launcher_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKER_PROCESSES", "3")
+    plan_file = tmp_path / "plan.json"
+
+    call_command("prepare_run", plan=str(plan_file))
+
+    plan = json.loads(plan_file.read_text())
+    assert set(plan["processes"]) == {"web", "worker.1", "worker.2", "worker.3", "maintenance", "beat"}
+    assert plan["processes"]["worker.2"]["env"] == {"WORKER_NAME": "worker2"}
+    assert plan["processes"]["web"]["command"].startswith("python -m scheduler_project.web_server")
+    assert plan["redis"] is None  # the tests' Redis answers
+    assert plan["kill_wait_seconds"] > 10
+    assert plan["base_url"].startswith("http://")
+
+
+def test_the_launcher_does_not_load_django():
+    # honcho keeps a fork of the launcher beside every process it starts: with Django loaded,
+    # each fork cost 20 MB of PSS (docs/benchmarks.md, issue 14).
+    probe = (
+        "import sys, scripts.run_service; "
+        "print(sorted(m for m in sys.modules if m.startswith(('django.db', 'django.apps', 'scheduler_project', 'messages'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert loaded.stdout.strip() == "[]"
+    source = (ROOT / "scripts" / "run_service.py").read_text()
+    assert "django.setup" not in source
+    assert "import django\n" not in source

@@ -1,0 +1,145 @@
+"""The stack as `make run` starts it: time to healthy, memory of every process, time to stop.
+
+    .venv/bin/python -m bench.stack_memory [--settle SECONDS] [--postgres URL]
+
+Starts scripts/run_service.py (the launcher `make run` runs) twice on a throwaway SQLite file (or a
+database bench_scheduler on a PostgreSQL server) and the Redis at REDIS_URL, with the default
+INFO logs: once on the new database, then again (a restart); and measures from the command:
+- the seconds until /health answers healthy with the scheduler running;
+- after SETTLE seconds (default 15: beat's first ticks, the workers idle), each process's PSS
+  and RSS (PSS shares a page between the processes that map it, so the total is what the
+  stack costs; RSS counts a shared page once per process), and their totals;
+- the seconds from Ctrl-C (SIGINT to the launcher) until every process has exited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from bench.service import ROOT, Database, PostgresDatabase, SQLiteDatabase, free_port
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+            report = json.load(response)
+    except (OSError, ValueError):
+        return False
+    return report.get("status") == "healthy" and report.get("scheduler") == "running"
+
+
+def tree(root: psutil.Process) -> list[psutil.Process]:
+    return [root, *root.children(recursive=True)]
+
+
+def name_of(process: psutil.Process) -> str:
+    words = process.cmdline()
+    text = " ".join(words)
+    for marker in ("scheduler_project.web_server", "granian", "flower", "beat", "maintenance@", "worker", "redis-server"):
+        if marker in text:
+            return marker.rstrip("@")
+    return "launcher" if "run_service.py" in text else " ".join(words[:2])
+
+
+def run_once(database: Database, *, settle: float | None) -> dict[str, object]:
+    """Starts the stack, waits for healthy, measures memory after `settle` s (None: not), stops it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "READ_DOT_ENV": "false",
+        "API_TOKEN": "bench-token-" + "x" * 20,
+        "SECRET_KEY": "bench-" * 10,
+        "DATABASE_URL": database.url,
+        "API_PORT": str(port),
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("FLOWER_BASIC_AUTH", None)  # the default stack: Flower starts only with a login
+    started = time.monotonic()
+    launcher = subprocess.Popen(
+        [sys.executable, "scripts/run_service.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    rows: list[dict[str, object]] = []
+    try:
+        health = f"http://127.0.0.1:{port}/health"
+        while not healthy(health):
+            if launcher.poll() is not None or time.monotonic() - started > 120:
+                raise SystemExit(f"the stack did not become healthy (launcher exit {launcher.returncode})")
+            time.sleep(0.05)
+        ready_s = time.monotonic() - started
+        if settle is not None:
+            time.sleep(settle)
+            for process in tree(psutil.Process(launcher.pid)):
+                memory = process.memory_full_info()
+                rows.append(
+                    {
+                        "process": name_of(process),
+                        "pid": process.pid,
+                        "pss_mb": round(memory.pss / 2**20, 1),
+                        "rss_mb": round(memory.rss / 2**20, 1),
+                    }
+                )
+        stopping = time.monotonic()
+        processes = tree(psutil.Process(launcher.pid))
+        launcher.send_signal(signal.SIGINT)
+        psutil.wait_procs(processes, timeout=120)
+        stop_s = time.monotonic() - stopping
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    result: dict[str, object] = {"ready_s": round(ready_s, 2), "stop_s": round(stop_s, 2)}
+    if rows:
+        result.update(
+            processes=rows,
+            pss_mb_total=round(sum(float(str(row["pss_mb"])) for row in rows), 1),
+            rss_mb_total=round(sum(float(str(row["rss_mb"])) for row in rows), 1),
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stack_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--settle", type=float, default=15.0)
+    parser.add_argument("--postgres", metavar="URL")
+    args = parser.parse_args()
+    database: Database
+    if args.postgres:
+        database = PostgresDatabase(args.postgres)
+        database.create()
+    else:
+        database = SQLiteDatabase(Path(tempfile.mkdtemp(prefix="stack-memory-")) / "db.sqlite3")
+    try:
+        first = run_once(database, settle=None)  # migrates a new database, collects the static files
+        again = run_once(database, settle=args.settle)  # a restart: nothing to migrate
+    finally:
+        database.drop()
+    for row in again.pop("processes", []):  # type: ignore[attr-defined]
+        print(json.dumps(row))  # noqa: T201
+    print(
+        json.dumps(
+            {
+                "first_start_ready_s": first["ready_s"],
+                "first_stop_s": first["stop_s"],  # noqa: T201
+                "restart_ready_s": again["ready_s"],
+                "restart_stop_s": again["stop_s"],
+                "pss_mb_total": again.get("pss_mb_total"),
+                "rss_mb_total": again.get("rss_mb_total"),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
