@@ -76,19 +76,38 @@ def worker_env(django_db_setup: None, django_db_blocker, dns_server: DnsServer) 
     return processes.process_env(SCHEDULER_TEST_DATABASE_NAME=database_name, WEBHOOK_DNS_SERVERS=dns_server.address)
 
 
+# The session's Celery processes an earlier test started: they go on reading and writing the test
+# database between the tests that need them.
+SESSION_PROCESSES: list[processes.CeleryProcess] = []
+
+
+@pytest.fixture
+def no_background_processes() -> None:
+    """For a test that migrates the test database back and forth: the session's workers and beat,
+    if an earlier test started them, are stopped first (the tests that need them start them
+    again). Their queries against a schema being changed, or their writes against PostgreSQL's
+    TRUNCATE after the test, deadlocked (CI, once the batch tests' end-to-end test started them
+    before tests/test_confidential.py)."""
+    for process in SESSION_PROCESSES:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def _session_worker(worker_env: dict[str, str], redis_server: processes.RedisServer) -> Iterator[processes.CeleryProcess]:
     # Tasks left by tests that ran below the worker would point at rolled-back rows.
     redis_server.client().flushall()
     worker = processes.worker("worker-1", env=worker_env, run_dir=RUN_DIR)
     worker.restart()
+    SESSION_PROCESSES.append(worker)
     yield worker
     worker.stop()
 
 
 @pytest.fixture
 def celery_worker(_session_worker: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
-    """The session's worker; a test that kills it gets it restarted afterwards."""
+    """The session's worker; a test that kills it gets it restarted afterwards, and one that
+    stopped it (no_background_processes) before the next that needs it."""
+    _session_worker.ensure_running()
     yield _session_worker
     _session_worker.ensure_running()
     _let_the_worker_go_idle()
@@ -107,6 +126,7 @@ def _let_the_worker_go_idle() -> None:
 def _session_maintenance(worker_env: dict[str, str], redis_server: processes.RedisServer) -> Iterator[processes.CeleryProcess]:
     maintenance = processes.maintenance_worker("maintenance-1", env=worker_env, run_dir=RUN_DIR)
     maintenance.restart()
+    SESSION_PROCESSES.append(maintenance)
     yield maintenance
     maintenance.stop()
 
@@ -115,6 +135,7 @@ def _session_maintenance(worker_env: dict[str, str], redis_server: processes.Red
 def _session_beat(worker_env: dict[str, str], _session_maintenance: processes.CeleryProcess) -> Iterator[processes.CeleryProcess]:
     beat = processes.beat("beat-1", env=worker_env, run_dir=RUN_DIR)
     beat.restart()
+    SESSION_PROCESSES.append(beat)
     yield beat
     beat.stop()
 
@@ -124,7 +145,9 @@ def celery_beat(
     _session_beat: processes.CeleryProcess, _session_maintenance: processes.CeleryProcess
 ) -> Iterator[processes.CeleryProcess]:
     """The session's beat and the consumer of its ticks; a test that kills either gets it
-    restarted afterwards."""
+    restarted afterwards, and one that stopped them (no_background_processes) before the next."""
+    _session_maintenance.ensure_running()
+    _session_beat.ensure_running()
     yield _session_beat
     _session_beat.ensure_running()
     _session_maintenance.ensure_running()

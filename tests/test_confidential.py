@@ -146,6 +146,7 @@ def test_headers_sealed_with_a_lost_key_fail_the_message_at_once_and_are_not_sho
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_background_processes")
 def test_the_migration_gives_existing_messages_to_api_token_and_seals_their_headers():
     # Given a message stored before 0005, its headers a plain JSON column
     executor = MigrationExecutor(connection)
@@ -177,6 +178,7 @@ def test_the_migration_gives_existing_messages_to_api_token_and_seals_their_head
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_background_processes")
 def test_unapplying_the_migration_gives_the_previous_version_its_headers_back():
     make_message(message_id="kept", headers=SECRET_HEADERS)
     executor = MigrationExecutor(connection)
@@ -191,6 +193,7 @@ def test_unapplying_the_migration_gives_the_previous_version_its_headers_back():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_background_processes")
 def test_unapplying_the_migration_is_refused_up_front_while_two_keys_share_an_id():
     from messages.api_keys import create_api_key
 

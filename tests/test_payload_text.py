@@ -48,8 +48,8 @@ def test_the_receiver_gets_exactly_the_stored_text(api, receiver, hook_path):
     assert receiver.calls_to(hook_path)[0].body == PAYLOAD_TEXT.encode()
 
 
-@pytest.mark.django_db(transaction=True)
 @pytest.mark.django_db(transaction=True)  # 0005 is not atomic (concurrent index builds on PostgreSQL)
+@pytest.mark.usefixtures("no_background_processes")
 def test_the_migration_gives_existing_rows_a_delivery_id_and_a_payload_size():
     # Given a message stored before 0004, its payload a JSON column
     executor = MigrationExecutor(connection)
