@@ -251,7 +251,7 @@ schedule_message_docs = extend_schema(
     operation_id="scheduleMessage",
     summary="Schedule a webhook call",
     description="At `scheduleTo` the service POSTs `payload` as JSON to `webhookUrl`, retrying network "
-    "errors and 5xx. The id is taken until the message is delivered or deleted.",
+    "errors and 5xx. The id is taken until the message is delivered, expired or deleted.",
     parameters=IDEMPOTENCY_PARAMETERS,
     request=ScheduleMessageSerializer,
     examples=[
