@@ -237,13 +237,12 @@ CANCELLABLE_STATUSES = (*WAITING_STATUSES, MessageStatus.FAILED)
 def cancel_many(message_pks: list[int], *, still_matching: QuerySet[Message] | None = None) -> list[int]:
     """Those of the messages still waiting or failed (and still in `still_matching`, the caller's
     filter, read again under the lock) are gone; locked first, so no claim or edit comes between.
-    Returns their pks. Attempts first, then the rows by pk alone, so that no payload is read to
-    find what cascades."""
+    Returns their pks. Attempts first, then the rows by pk in one statement."""
     candidates = Message.objects.all() if still_matching is None else still_matching.order_by()
     locked = list(
         candidates.select_for_update().filter(pk__in=message_pks, status__in=CANCELLABLE_STATUSES).values_list("pk", flat=True)
     )
     if locked:
         DeliveryAttempt.objects.filter(message_id__in=locked).delete()
-        Message.objects.filter(pk__in=locked).only("pk").delete()
+        Message.objects.filter(pk__in=locked).delete_rows()
     return locked

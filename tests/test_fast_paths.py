@@ -445,3 +445,22 @@ def test_a_format_suffix_is_left_to_drf():
         assert negotiated(ContentNegotiation(), request, renderers, suffix) == negotiated(
             DefaultContentNegotiation(), request, renderers, suffix
         )
+
+
+@pytest.mark.django_db
+def test_delete_rows_is_one_delete_of_exactly_those_rows():
+    # MessageQuerySet.delete_rows rides on Django's private QuerySet._raw_delete: one DELETE, no
+    # collector fetching the rows first, nothing cascaded.
+    from messages.models import Message
+    from tests.factories import make_message
+
+    assert callable(getattr(Message.objects.all(), "_raw_delete", None)), "Django's QuerySet._raw_delete is gone"
+    kept = make_message(message_id="kept")
+    gone = [make_message(message_id=f"gone-{n}").pk for n in range(3)]
+
+    with CaptureQueriesContext(connection) as queries:
+        deleted = Message.objects.filter(pk__in=gone).delete_rows()
+
+    assert deleted == 3
+    assert [query["sql"].split()[0] for query in queries.captured_queries] == ["DELETE"]
+    assert list(Message.objects.values_list("pk", flat=True)) == [kept.pk]
