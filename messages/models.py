@@ -92,7 +92,7 @@ class MessageQuerySet(models.QuerySet["Message"]):
         """Deletes these rows in one DELETE, without Django's collector, which fetches every row
         and deletes them 100 at a time (4.2 of 16 s of a bulk cancel of 50,000 on PostgreSQL:
         docs/benchmarks.md). Nothing cascades: the caller has deleted their attempts first."""
-        return self._raw_delete(self.db)
+        return self._raw_delete(router.db_for_write(self.model))
 
     def insert(self, message: Message) -> None:
         """Saves a new message as create() would, without compiling the same INSERT each time.
