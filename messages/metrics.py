@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -105,6 +106,24 @@ def _write_forever() -> None:
             count_attempts(batch)
         except Exception:
             logger.exception("metrics not recorded")
+        finally:
+            _queued_batches.task_done()  # after count_attempts let go of its Redis client
+
+
+def wait_for_background_writes(*, timeout: float) -> bool:
+    """Until the writer has written (or dropped) every batch queued so far, or `timeout`. For a
+    stopping worker: the writer is a daemon thread, frozen wherever it is when the interpreter
+    exits; frozen inside redis-py, holding a connection pool's lock, it left the main thread
+    waiting on that lock for good in the pool's __del__ (py-spy: Redis.__del__ →
+    ConnectionPool.disconnect), and the worker had to be killed."""
+    deadline = time.monotonic() + timeout
+    with _queued_batches.all_tasks_done:
+        while _queued_batches.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            _queued_batches.all_tasks_done.wait(remaining)
+    return True
 
 
 class SchedulerCollector(Collector):

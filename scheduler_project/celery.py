@@ -42,13 +42,21 @@ def stop_taking_deliveries(**kwargs: object) -> None:
         engine.begin_stop()
 
 
+METRICS_FLUSH_SECONDS = 10.0  # Redis's connect and read timeouts (2 s, 5 s) and a little more
+
+
 @worker_shutdown.connect
 def finish_deliveries_in_flight(**kwargs: object) -> None:
     """Calls already made are waited for and recorded, so none is recovered and sent again."""
     import logging
 
+    from messages import metrics
     from messages.delivery_engine import engine_if_started, longest_delivery_seconds
 
     engine = engine_if_started()
     if engine is not None and not engine.wait_until_idle(timeout=longest_delivery_seconds()):
         logging.getLogger(__name__).error("stopped with %d deliveries unrecorded", engine.held_count())
+    # Then the counters of those deliveries: a daemon thread left inside redis-py at exit can
+    # hang the interpreter's exit (metrics.wait_for_background_writes).
+    if not metrics.wait_for_background_writes(timeout=METRICS_FLUSH_SECONDS):
+        logging.getLogger(__name__).warning("stopped before the last attempts' metrics were written")

@@ -97,3 +97,22 @@ def test_a_redis_that_does_not_answer_never_holds_up_recording(monkeypatch):
     answered.set()
 
     assert elapsed < 0.5
+
+
+def test_a_stopping_worker_can_wait_for_the_background_writes(monkeypatch):
+    # The writer is a daemon thread: left inside redis-py at exit, it hung the worker's exit.
+    release = threading.Event()
+    written: list[int] = []
+
+    def slow_count(samples):
+        release.wait(5)
+        written.append(len(list(samples)))
+
+    monkeypatch.setattr(metrics, "count_attempts", slow_count)
+    sample = metrics.AttemptSample(verdict="delivered", result_class="2xx", duration_seconds=0.01, lateness_seconds=0.0)
+    metrics.count_attempts_in_background([sample])
+
+    assert metrics.wait_for_background_writes(timeout=0.2) is False  # still writing
+    release.set()
+    assert metrics.wait_for_background_writes(timeout=5) is True
+    assert written == [1]
