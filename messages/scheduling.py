@@ -151,7 +151,7 @@ def schedule_messages(
         try:
             with transaction.atomic():
                 taken = _held_ids(owner_id, ids)
-                return _schedule_all_free(new_messages, rows, prepared, taken, now=now)
+                return _schedule_all_free(new_messages, ids, rows, prepared, taken, now=now)
         except IntegrityError:
             if len(taken) > most_taken:
                 most_taken, without_progress = len(taken), 0
@@ -171,13 +171,13 @@ def _held_ids(owner_id: int, ids: list[str]) -> set[str]:
 
 def _schedule_all_free(
     new_messages: Sequence[NewMessage],
+    ids: list[str],
     rows: list[dict[str, Any]],
     prepared: list[tuple[Any, ...]],
     taken: set[str],
     *,
     now: datetime,
 ) -> list[NewMessage | MessageIdTaken]:
-    ids = [new.message_id for new in new_messages]
     taken = set(taken)
     results: list[NewMessage | MessageIdTaken] = []
     accepted: list[int] = []
@@ -333,10 +333,14 @@ def deliver_message_now(*, owner_id: int, message_id: str, now: datetime | None 
     return message
 
 
-def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str, plan: dict[str, Any] | None = None) -> None:
-    expires_at = (plan or {}).get("expires_at", message.expires_at)
-    if expires_at is not None and expires_at <= due_at:
+def _refuse_expiry_not_after(message: Message, expires_at: datetime | None, *, next_attempt: datetime | None) -> None:
+    """The message's next attempt must start before its expiry: one at or after it is never made."""
+    if expires_at is not None and next_attempt is not None and expires_at <= next_attempt:
         raise ExpiresBeforeNextAttempt(message.message_id)
+
+
+def _reschedule(message: Message, *, due_at: datetime, now: datetime, status: str, plan: dict[str, Any] | None = None) -> None:
+    _refuse_expiry_not_after(message, (plan or {}).get("expires_at", message.expires_at), next_attempt=due_at)
     queue_now = is_imminent(due_at, now=now)
     message_states.reschedule(message, due_at=due_at, enqueued_at=now if queue_now else None, status=status, plan=plan)
     if queue_now:
@@ -384,10 +388,8 @@ def edit_message(
     for _ in range(EDIT_ATTEMPTS):
         with transaction.atomic():
             message = _editable_message(owner_id, message_id, expected_version)
-            next_attempt = schedule_to or message.due_at
             expiry = message.expires_at if expires_at is UNCHANGED else expires_at
-            if expiry is not None and next_attempt is not None and expiry <= next_attempt:
-                raise ExpiresBeforeNextAttempt(message_id)
+            _refuse_expiry_not_after(message, expiry, next_attempt=schedule_to or message.due_at)
             # Read before the change commits: once it has, beat may queue the message again under
             # a new task id, which a revoke after the commit must not take for the old one.
             old_task_id = redis_keys.task_id_of(message.pk) if schedule_to is not None and not queue_now else None

@@ -199,10 +199,8 @@ def test_the_url_prefix_is_compared_with_its_case_on_both_databases(api):
     assert remaining() == {"upper"}
 
 
-@pytest.mark.django_db
-def test_a_message_changed_out_of_the_filter_after_its_batch_was_read_is_not_cancelled(api, monkeypatch):
-    # Given a message that matches when its batch is read, and is edited away before the lock
-    make_message(message_id="moved-away", due_at=at(0), webhook_url="https://a.example.com/hook")
+def moved_away_after_each_batch_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch, once read and before it is locked, sees "moved-away" edited out of the a. target."""
     read_batches = scheduling._in_batches
 
     def read_then_edit(matching, order_field):
@@ -211,6 +209,13 @@ def test_a_message_changed_out_of_the_filter_after_its_batch_was_read_is_not_can
             yield batch
 
     monkeypatch.setattr(scheduling, "_in_batches", read_then_edit)
+
+
+@pytest.mark.django_db
+def test_a_message_changed_out_of_the_filter_after_its_batch_was_read_is_not_cancelled(api, monkeypatch):
+    # Given a message that matches when its batch is read, and is edited away before the lock
+    make_message(message_id="moved-away", due_at=at(0), webhook_url="https://a.example.com/hook")
+    moved_away_after_each_batch_is_read(monkeypatch)
 
     # When the bulk cancel locks and deletes the batch
     response = api.post("/messages/cancel", {"filter": {"webhookUrlPrefix": "https://a."}}, format="json")
@@ -237,14 +242,7 @@ def test_cancel_matching_cancels_the_waiting_and_failed_messages_of_a_queryset_o
 @pytest.mark.django_db
 def test_cancel_matching_leaves_a_message_changed_out_of_its_queryset_after_its_batch_was_read(monkeypatch):
     make_message(message_id="moved-away", due_at=at(0), webhook_url="https://a.example.com/hook")
-    read_batches = scheduling._in_batches
-
-    def read_then_edit(matching, order_field):
-        for batch in read_batches(matching, order_field):
-            Message.objects.filter(message_id="moved-away").update(webhook_url="https://b.example.com/hook")
-            yield batch
-
-    monkeypatch.setattr(scheduling, "_in_batches", read_then_edit)
+    moved_away_after_each_batch_is_read(monkeypatch)
 
     result = scheduling.cancel_matching(matching=Message.objects.filter(webhook_url__startswith="https://a."))
 
