@@ -174,7 +174,7 @@ Database = SQLiteDatabase | PostgresDatabase
 # --- Processes ------------------------------------------------------------------------------
 
 class Service:
-    """Redis, then the web server, celery worker and celery beat: the Procfile's processes."""
+    """Redis, then the processes `make run` starts (scheduler_project/procfile.py)."""
 
     def __init__(self, *, database: Database, run_dir: Path) -> None:
         self.database = database
@@ -226,13 +226,14 @@ class Service:
             self._spawn(name, command, extra_env)
 
     def procfile_commands(self) -> dict[str, tuple[str, dict[str, str]]]:
-        """What `make run` starts: the worker line once per core (worker.1, worker.2, …)."""
+        """What `make run` starts (SERVICE_PROFILE's processes), beat's schedule file in the run's
+        directory: beat's own line (scaled) or the worker's that runs beat inside it (small)."""
         commands = procfile_processes()
-        beat, beat_env = commands["beat"]
-        if BEAT_SCHEDULE_FILE not in beat:
-            raise RuntimeError(f"the Procfile's beat line no longer names {BEAT_SCHEDULE_FILE}: {beat}")
-        beat = beat.replace(BEAT_SCHEDULE_FILE, shlex.quote(str(self.run_dir / "celerybeat-schedule")))
-        commands["beat"] = (beat, beat_env)
+        with_beat = [name for name, (command, _) in commands.items() if BEAT_SCHEDULE_FILE in command]
+        if len(with_beat) != 1:
+            raise RuntimeError(f"not one process names beat's schedule file {BEAT_SCHEDULE_FILE}: {commands}")
+        command, env = commands[with_beat[0]]
+        commands[with_beat[0]] = (command.replace(BEAT_SCHEDULE_FILE, shlex.quote(str(self.run_dir / "celerybeat-schedule"))), env)
         return commands
 
     def _spawn(self, name: str, command: str, extra_env: dict[str, str] | None = None) -> None:

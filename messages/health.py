@@ -28,6 +28,9 @@ REPORT_LOCK_KEY = redis_keys.KEY_PREFIX + "health-report-lock"
 # each waiting request check by itself after this, as every request did before the cache.
 REPORT_WAIT_SECONDS = 1.0
 REPORT_POLL_SECONDS = 0.02
+# A report that is not healthy is kept this long at most: a service just started, or whose
+# Redis or database is back, reads healthy within a second, not HEALTH_CACHE_SECONDS later.
+NOT_HEALTHY_MAX_AGE_SECONDS = 1.0
 
 
 @dataclass
@@ -100,9 +103,14 @@ def current_health() -> HealthReport:
         # Redis down: each process checks for itself, once per window; its report says so.
         logger.warning("health: no shared report: %s", error)
         started = time.monotonic()
-        report, seconds_left = check_health(), max_age - (time.monotonic() - started)
+        report = check_health()
+        seconds_left = _max_age_of(report, max_age) - (time.monotonic() - started)
     _this_process.keep(report, seconds_left)
     return report
+
+
+def _max_age_of(report: HealthReport, max_age: float) -> float:
+    return max_age if report.status == "healthy" else min(max_age, NOT_HEALTHY_MAX_AGE_SECONDS)
 
 
 def forget_reports() -> None:
@@ -147,7 +155,7 @@ def _shared_report(max_age: float) -> tuple[HealthReport, float]:
                 return shared
     started = time.monotonic()
     report = check_health()
-    seconds_left = max_age - (time.monotonic() - started)
+    seconds_left = _max_age_of(report, max_age) - (time.monotonic() - started)
     try:
         if seconds_left > 0.001:
             client.set(REPORT_KEY, json.dumps(asdict(report)), px=int(seconds_left * 1000))

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from messages.signing import parse_signing_secrets
 from messages.version import VERSION
 from scheduler_project.durations import parse_duration_list
+from scheduler_project.procfile import service_profile
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -71,6 +72,11 @@ API_HOST = env.str("API_HOST", default="127.0.0.1")
 API_PORT = env.int("API_PORT", default=8000)
 # Web server processes (granian); one uses one core.
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
+# Which processes `make run` starts (scheduler_project/procfile.py): small or scaled.
+try:
+    SERVICE_PROFILE = service_profile()
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
 
 # Behind a TLS-terminating proxy in production: secure cookies, HTTPS redirects, HSTS, and the
 # proxy's X-Forwarded-Proto trusted. /health, /livez and /readyz stay reachable over plain HTTP for probes.

@@ -6,6 +6,7 @@ it keeps connections alive, so a POST /messages costs the web less CPU than unde
 workers, and the client's own cost per request falls too.
 """
 
+import gc
 import os
 
 from granian import Granian
@@ -15,9 +16,25 @@ from granian.constants import Interfaces
 ACCESS_LOG_FORMAT = '%(addr)s "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms'
 
 
+def load_application_before_forking() -> None:
+    """granian forks its workers from this process: with the application loaded here (Django,
+    DRF, the URL map), each worker shares those pages instead of importing its own copy
+    (docs/benchmarks.md, issue 14). Nothing opened here may be shared across the fork."""
+    from django.db import connections
+
+    import scheduler_project.wsgi  # noqa: F401 - loads Django and the app, and runs the system checks
+
+    connections.close_all()
+    # The collector would otherwise write to every object's header on its passes, copying the
+    # shared pages into each worker.
+    gc.freeze()
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
     from django.conf import settings
+
+    load_application_before_forking()
 
     Granian(
         "scheduler_project.wsgi:application",

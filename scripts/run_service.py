@@ -1,7 +1,7 @@
 """`make run`: migrate, then web, worker and beat in the foreground until Ctrl-C.
 
-This launcher never loads Django (manage.py prepare_run migrates and says what to start), so the
-fork of it that honcho keeps beside each process is small.
+This launcher never loads Django (manage.py prepare_run migrates and says what to start): it only
+starts the processes and stops them (scripts/process_group.py).
 
 Uses the embedded defaults: the SQLite file, and a Redis of its own when none answers at
 REDIS_URL. On the first start it writes a .env with a random API token and secret key.
@@ -56,32 +56,30 @@ def main() -> int:
 
     if environ.Env().bool("READ_DOT_ENV", default=True):
         environ.Env.read_env(ROOT / ".env", overwrite=False)
-    # Django is loaded only in the child: honcho forks this process once per process it starts.
+    # Django is loaded only in the child, which exits once it has written the plan.
     with tempfile.TemporaryDirectory() as scratch:
         plan_file = Path(scratch) / "plan.json"
         failed = prepare(plan_file)
         if failed:
             return failed
         plan = json.loads(plan_file.read_text())
-    import honcho.manager
-    from honcho.manager import Manager
+    from scripts.process_group import ProcessGroup
 
-    honcho.manager.KILL_WAIT = plan["kill_wait_seconds"]
-    manager = Manager()
+    group = ProcessGroup(kill_wait_seconds=plan["kill_wait_seconds"])
     # The Procfile's commands (granian, celery) come from this virtualenv.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
     if plan["redis"]:
         env["REDIS_URL"] = plan["redis"]["url"]
-        manager.add_process("redis", shlex.join(plan["redis"]["command"]), env=env, cwd=str(ROOT))
+        group.add("redis", shlex.join(plan["redis"]["command"]), env=env, cwd=str(ROOT))
         print(f"No Redis answered at {plan['configured_redis_url']}: starting one of its own at {plan['redis']['url']}")
     for name, process in plan["processes"].items():
-        manager.add_process(name, process["command"], env={**env, **process["env"]}, cwd=str(ROOT))
+        group.add(name, process["command"], env={**env, **process["env"]}, cwd=str(ROOT))
     # Flower can revoke tasks and shows their arguments: it never runs without a login.
     flower_port = os.environ.get("FLOWER_PORT", "5555")
     if os.environ.get("FLOWER_BASIC_AUTH"):
         command = f"celery -A scheduler_project flower --address=127.0.0.1 --port={flower_port}"
-        manager.add_process("flower", command, env=env, cwd=str(ROOT))
+        group.add("flower", command, env=env, cwd=str(ROOT))
 
     base = plan["base_url"]
     print(f"\n  API     {base}/messages   (Authorization: Bearer <API_TOKEN from .env>)")
@@ -94,8 +92,7 @@ def main() -> int:
         print("  Flower  not started: set FLOWER_BASIC_AUTH=user:<a long random password> in .env\n")
     if new_token:
         print(f"  Wrote .env with a new API token: {new_token}\n")
-    manager.loop()
-    return manager.returncode or 0
+    return group.run()
 
 
 if __name__ == "__main__":

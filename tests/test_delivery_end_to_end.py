@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from messages import health, redis_keys
 from messages.models import Message, MessageStatus
+from scheduler_project.procfile import (
+    BEAT_SCHEDULE_FILE,
+    CELERY,
+    DELIVERY_WORKER_THREADS_FROM_ENV,
+    LOG_LEVEL_FROM_ENV,
+    small_worker_command,
+)
+from tests.support import processes
 from tests.support.api_calls import LATENESS_BOUND_SECONDS, schedule
 from tests.support.receiver import Reply
 from tests.support.waits import nothing_more_arrives, wait_until
@@ -87,3 +96,29 @@ def test_delivered_id_is_free_again(api, service, hook_path):
     )
     schedule(api, service, hook_path, message_id="reused", at=datetime.now(UTC))
     assert len(service.wait_for_calls(hook_path, 2, timeout=10)) == 2
+
+
+def test_the_small_profile_s_one_celery_process_runs_beat_and_both_queues(
+    no_background_processes, worker_env, receiver, api, hook_path, tmp_path
+):
+    # Given only the process `make run` starts by default (SERVICE_PROFILE=small): beat inside
+    # it, beat's ticks and the deliveries on its threads; the session's workers and beat stopped
+    words = small_worker_command()[len(CELERY) :]
+    words[words.index(BEAT_SCHEDULE_FILE)] = str(tmp_path / "schedule")
+    words[words.index(DELIVERY_WORKER_THREADS_FROM_ENV)] = "4"
+    words[words.index(LOG_LEVEL_FROM_ENV)] = "INFO"
+    small = processes.CeleryProcess("small-profile", words, env=worker_env, run_dir=str(tmp_path))
+    small.restart()
+    try:
+        # When a message is due past the horizon (only beat's tick can queue it)
+        due = datetime.now(UTC) + timedelta(seconds=5)
+        schedule(api, receiver, hook_path, message_id="small-profile", at=due)
+        assert Message.objects.get(message_id="small-profile").enqueued_at is None
+
+        # Then it is sent once, at its time, and the heartbeat says the scheduler runs
+        calls = receiver.wait_for_calls(hook_path, 1, timeout=20)
+        assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS
+        assert len(nothing_more_arrives(lambda: receiver.calls_to(hook_path), within=1, what="a second call")) == 1
+        assert health.scheduler_is_alive(redis_keys.seconds_since_heartbeat())
+    finally:
+        assert small.stop() == 0, small.log_tail()

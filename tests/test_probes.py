@@ -46,6 +46,30 @@ def test_two_health_calls_within_the_window_check_the_database_once(
     assert 0 < redis_server.client().pttl(health.REPORT_KEY) <= 5000
 
 
+@pytest.mark.parametrize(
+    ("heartbeat", "status", "kept_for_at_most_ms"),
+    [(True, "healthy", 5000), (False, "degraded", health.NOT_HEALTHY_MAX_AGE_SECONDS * 1000)],
+)
+def test_a_report_that_is_not_healthy_is_kept_a_second_at_most(
+    settings, redis_server, anonymous_api, heartbeat, status, kept_for_at_most_ms
+):
+    # Given a scheduler that has just run (or has not run yet: a service starting)
+    assert settings.HEALTH_CACHE_SECONDS == 5
+    if heartbeat:
+        redis_keys.record_heartbeat(clock_skew_seconds=0.0)
+    else:
+        redis_server.client().delete(redis_keys.HEARTBEAT_KEY)
+
+    # When /health is checked
+    response = anonymous_api.get("/health")
+
+    # Then only a healthy report is shared for the whole window: a starting service reads
+    # healthy within a second of its scheduler's first run
+    assert response.json()["status"] == status
+    left_ms = redis_server.client().pttl(health.REPORT_KEY)
+    assert kept_for_at_most_ms - 1000 < left_ms <= kept_for_at_most_ms
+
+
 def test_health_with_a_zero_window_checks_every_time(settings, anonymous_api):
     settings.HEALTH_CACHE_SECONDS = 0
     make_message(message_id="first")

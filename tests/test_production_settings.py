@@ -23,6 +23,7 @@ from django.core.management import call_command
 from standardwebhooks import Webhook
 
 from messages.signing import parse_signing_secrets, signature_headers
+from scheduler_project.procfile import procfile_processes
 from scheduler_project.settings import PrivateSQLiteConnection
 from scripts.run_service import write_first_env_file
 from tests.factories import make_message
@@ -293,19 +294,44 @@ def test_an_existing_env_file_is_never_replaced(tmp_path, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_prepare_run_migrates_and_writes_what_the_launcher_starts(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("profile", "processes"),
+    [
+        (None, {"web", "worker"}),
+        ("small", {"web", "worker"}),
+        ("scaled", {"web", "worker.1", "worker.2", "worker.3", "maintenance", "beat"}),
+    ],
+)
+def test_prepare_run_migrates_and_writes_what_the_launcher_starts(tmp_path, monkeypatch, profile, processes):
     monkeypatch.setenv("WORKER_PROCESSES", "3")
+    if profile:
+        monkeypatch.setenv("SERVICE_PROFILE", profile)
+    else:
+        monkeypatch.delenv("SERVICE_PROFILE", raising=False)
     plan_file = tmp_path / "plan.json"
 
     call_command("prepare_run", plan=str(plan_file))
 
     plan = json.loads(plan_file.read_text())
-    assert set(plan["processes"]) == {"web", "worker.1", "worker.2", "worker.3", "maintenance", "beat"}
-    assert plan["processes"]["worker.2"]["env"] == {"WORKER_NAME": "worker2"}
+    assert set(plan["processes"]) == processes
     assert plan["processes"]["web"]["command"].startswith("python -m scheduler_project.web_server")
+    if profile == "scaled":
+        assert plan["processes"]["worker.2"]["env"] == {"WORKER_NAME": "worker2"}
+    else:
+        # One Celery process: both queues, beat inside it
+        worker = plan["processes"]["worker"]["command"].split()
+        assert worker[worker.index("-Q") + 1] == "deliveries,maintenance"
+        assert "--beat" in worker
     assert plan["redis"] is None  # the tests' Redis answers
     assert plan["kill_wait_seconds"] > 10
     assert plan["base_url"].startswith("http://")
+
+
+def test_an_unknown_service_profile_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("SERVICE_PROFILE", "huge")
+
+    with pytest.raises(ValueError, match="SERVICE_PROFILE must be one of small, scaled, not 'huge'"):
+        procfile_processes()
 
 
 def test_the_launcher_does_not_load_django():

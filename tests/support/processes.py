@@ -122,7 +122,7 @@ def maintenance_worker(name: str, *, env: dict[str, str], run_dir: str) -> Celer
 def _celery_worker(name: str, options: list[str], *, env: dict[str, str], run_dir: str) -> CeleryProcess:
     return CeleryProcess(
         name,
-        ["worker", *options, "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
+        ["worker", *options, "-n", f"{name}@%h", "--without-gossip", "-l", "INFO"],
         env=env,
         run_dir=run_dir,
     )
