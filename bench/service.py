@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 import requests
 
-from scheduler_project.embedded_redis import redis_answers, redis_server_command
+from scripts.embedded_redis import redis_answers, redis_server_command
 from scheduler_project.procfile import BEAT_SCHEDULE_FILE, procfile_processes
 
 if TYPE_CHECKING:

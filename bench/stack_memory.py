@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.stack_memory [--settle SECONDS] [--postgres URL]
 
 Starts scripts/run_service.py (the launcher `make run` runs) twice on a throwaway SQLite file (or a
-database bench_scheduler on a PostgreSQL server) and the Redis at REDIS_URL, with the default
-INFO logs: once on the new database, then again (a restart); and measures from the command:
+database bench_scheduler on a PostgreSQL server), with the default INFO logs and REDIS_URL on a
+port where nothing answers, so that the launcher starts a Redis of its own as it does for a new
+user (and no heartbeat of an earlier run can make the scheduler look running): once on the new
+database, then again (a restart); and measures from the command:
 - the seconds until /health answers healthy with the scheduler running;
 - after SETTLE seconds (default 15: beat's first ticks, the workers idle), each process's PSS
   and RSS (PSS shares a page between the processes that map it, so the total is what the
@@ -56,9 +58,23 @@ def name_of(process: psutil.Process) -> str:
     return "launcher" if "run_service.py" in text else " ".join(words[:2])
 
 
-def run_once(database: Database, *, settle: float | None) -> dict[str, object]:
+def wait_until_stopped(processes: list[psutil.Process], *, timeout: float) -> None:
+    """Until each has exited. A zombie has: an orphan waits for PID 1 to reap it, and some
+    inits (this machine's) take a second or more to."""
+
+    def stopped(process: psutil.Process) -> bool:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + timeout
+    while not all(stopped(process) for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def run_once(database: Database, *, settle: float | None, port: int, redis_port: int) -> dict[str, object]:
     """Starts the stack, waits for healthy, measures memory after `settle` s (None: not), stops it."""
-    port = free_port()
     env = {
         **os.environ,
         "READ_DOT_ENV": "false",
@@ -67,6 +83,7 @@ def run_once(database: Database, *, settle: float | None) -> dict[str, object]:
         "DATABASE_URL": database.url,
         "API_PORT": str(port),
         "LOG_LEVEL": "INFO",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
     }
     env.pop("FLOWER_BASIC_AUTH", None)  # the default stack: Flower starts only with a login
     started = time.monotonic()
@@ -96,7 +113,7 @@ def run_once(database: Database, *, settle: float | None) -> dict[str, object]:
         stopping = time.monotonic()
         processes = tree(psutil.Process(launcher.pid))
         launcher.send_signal(signal.SIGINT)
-        psutil.wait_procs(processes, timeout=120)
+        wait_until_stopped(processes, timeout=120)
         stop_s = time.monotonic() - stopping
     finally:
         if launcher.poll() is None:
@@ -125,8 +142,10 @@ def main() -> None:
     else:
         database = SQLiteDatabase(Path(tempfile.mkdtemp(prefix="stack-memory-")) / "db.sqlite3")
     try:
-        first = run_once(database, settle=None)  # migrates a new database, collects the static files
-        again = run_once(database, settle=args.settle)  # a restart: nothing to migrate
+        # The same settings both times (REDIS_URL where nothing answers): a restart changes nothing.
+        ports = {"port": free_port(), "redis_port": free_port()}
+        first = run_once(database, settle=None, **ports)  # migrates a new database, collects
+        again = run_once(database, settle=args.settle, **ports)  # a restart: nothing to prepare
     finally:
         database.drop()
     for row in again.pop("processes", []):  # type: ignore[attr-defined]

@@ -29,8 +29,8 @@ REPORT_LOCK_KEY = redis_keys.KEY_PREFIX + "health-report-lock"
 REPORT_WAIT_SECONDS = 1.0
 REPORT_POLL_SECONDS = 0.02
 # A report that is not healthy is kept this long at most: a service just started, or whose
-# Redis or database is back, reads healthy within a second, not HEALTH_CACHE_SECONDS later.
-NOT_HEALTHY_MAX_AGE_SECONDS = 1.0
+# Redis or database is back, reads healthy a moment later, not HEALTH_CACHE_SECONDS later.
+NOT_HEALTHY_MAX_AGE_SECONDS = 0.25
 
 
 @dataclass

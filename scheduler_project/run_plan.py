@@ -1,40 +1,51 @@
 """What `make run`'s launcher starts, worked out where Django is loaded (manage.py prepare_run),
-so that the launcher itself never loads it: honcho keeps a fork of the launcher beside each
-process it starts, and a launcher holding Django made each of those forks cost 20 MB of PSS."""
+so that the launcher itself never loads it."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 
 from messages.delivery_engine import longest_delivery_seconds
-from scheduler_project.embedded_redis import redis_answers, redis_server_command
-from scheduler_project.procfile import ROOT, procfile_processes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from messages.models import API_TOKEN_KEY_ID, ApiKey
+from scheduler_project.procfile import procfile_processes
 
 
 def run_plan() -> dict[str, Any]:
-    """The processes (name → command, extra environment), the Redis to start when none answers
-    at REDIS_URL, how long a stop may take, and the addresses the banner shows."""
-    redis = None
-    if not redis_answers(settings.REDIS_URL):
-        port = free_port()
-        directory = ROOT / "var" / "redis"
-        directory.mkdir(parents=True, exist_ok=True)
-        redis = {"url": f"redis://127.0.0.1:{port}/0", "command": redis_server_command(port=port, directory=str(directory))}
+    """The processes (name → command, extra environment), the Redis URL configured (whether one
+    answers there is decided at each start: scripts/prepared_start.py), how long a stop may take,
+    and the addresses the banner shows."""
     return {
         "processes": {name: {"command": command, "env": env} for name, (command, env) in procfile_processes().items()},
-        "redis": redis,
         "configured_redis_url": settings.REDIS_URL,
-        # On Ctrl-C honcho sends SIGTERM, then SIGKILL after KILL_WAIT: a worker needs as long as
-        # its longest call and record to stop without a duplicate. It stops at once when idle.
+        # On Ctrl-C the launcher sends SIGTERM, then SIGKILL after this: a worker needs as long
+        # as its longest call and record to stop without a duplicate. It stops at once when idle.
         "kill_wait_seconds": longest_delivery_seconds() + 10,
         "base_url": f"http://{settings.API_HOST}:{settings.API_PORT}",
     }
+
+
+def database_description() -> dict[str, Any]:
+    """Where the database is, for a start that reads django_migrations without Django; no password."""
+    config = connection.settings_dict
+    return {
+        "vendor": connection.vendor,
+        "name": str(config["NAME"]),
+        "user": config.get("USER") or "",
+        "host": config.get("HOST") or "",
+        "port": str(config.get("PORT") or ""),
+    }
+
+
+def code_migrations() -> list[tuple[str, str]]:
+    """Every migration the code has: a database with all of them recorded needs no migrate."""
+    return sorted(MigrationLoader(connection, ignore_no_migrations=True).graph.nodes)
+
+
+def required_rows() -> list[tuple[str, str, object]]:
+    """Rows migrate's post_migrate handlers put back (a flushed database lacks them) as
+    (table, column, value)."""
+    return [(ApiKey._meta.db_table, str(ApiKey._meta.pk.column), API_TOKEN_KEY_ID)]

@@ -30,10 +30,14 @@ class ProcessGroup:
     output: TextIO = field(default_factory=lambda: sys.stdout)
     _commands: dict[str, tuple[str, Mapping[str, str], str]] = field(default_factory=dict)
     _running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _stopped_last: set[str] = field(default_factory=set)
     _stop_requested: bool = False
 
-    def add(self, name: str, command: str, *, env: Mapping[str, str], cwd: str) -> None:
+    def add(self, name: str, command: str, *, env: Mapping[str, str], cwd: str, stop_last: bool = False) -> None:
+        """stop_last: stopped once the others have exited (the Redis they talk to while stopping)."""
         self._commands[name] = (command, env, cwd)
+        if stop_last:
+            self._stopped_last.add(name)
 
     def say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} launcher | {text}", file=self.output, flush=True)
@@ -73,14 +77,23 @@ class ProcessGroup:
         return 0
 
     def stop(self) -> None:
-        """SIGTERM to every process still running, SIGKILL to what outlives kill_wait_seconds
-        (and to whatever of its session is left)."""
-        alive = {name: process for name, process in self._running.items() if process.poll() is None}
+        """SIGTERM to every process still running (those added with stop_last once the others
+        have exited), SIGKILL to what outlives kill_wait_seconds, and to whatever of its session
+        is left."""
+        deadline = time.monotonic() + self.kill_wait_seconds
+        first = {name: process for name, process in self._running.items() if name not in self._stopped_last}
+        self._stop_and_wait(first, deadline)
+        self._stop_and_wait({name: self._running[name] for name in self._stopped_last if name in self._running}, deadline)
+        # A child of a process (beat inside the worker, granian's workers) that outlived it.
+        for process in self._running.values():
+            _signal_session(process, signal.SIGKILL)
+
+    def _stop_and_wait(self, processes: dict[str, subprocess.Popen[bytes]], deadline: float) -> None:
+        alive = {name: process for name, process in processes.items() if process.poll() is None}
         for name, process in alive.items():
             self.say(f"stopping {name}")
             # To the process only: granian and Celery stop their own children, in order.
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.kill_wait_seconds
         while alive and time.monotonic() < deadline:
             alive = {name: process for name, process in alive.items() if process.poll() is None}
             time.sleep(POLL_SECONDS)
@@ -88,9 +101,6 @@ class ProcessGroup:
             self.say(f"{name} still running after {self.kill_wait_seconds:.0f} s: killing it")
             _signal_session(process, signal.SIGKILL)
             process.wait()
-        # A child of a process (beat inside the worker, granian's workers) that outlived it.
-        for process in self._running.values():
-            _signal_session(process, signal.SIGKILL)
 
 
 def _signal_session(process: subprocess.Popen[bytes], signum: int) -> None:

@@ -42,8 +42,9 @@ def write_first_env_file(env_file: Path = ROOT / ".env") -> str | None:
 
 
 def prepare(plan_file: Path) -> int:
-    """manage.py prepare_run: migrate and collect in a process of their own, which writes the plan."""
-    return subprocess.run([sys.executable, "manage.py", "prepare_run", "--plan", str(plan_file)], cwd=ROOT).returncode
+    """The plan, in a process of its own: the last one again when nothing has changed, else
+    from manage.py prepare_run, which migrates and collects first (scripts/prepared_start.py)."""
+    return subprocess.run([sys.executable, "-m", "scripts.prepared_start", "--plan", str(plan_file)], cwd=ROOT).returncode
 
 
 def main() -> int:
@@ -71,7 +72,7 @@ def main() -> int:
     env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
     if plan["redis"]:
         env["REDIS_URL"] = plan["redis"]["url"]
-        group.add("redis", shlex.join(plan["redis"]["command"]), env=env, cwd=str(ROOT))
+        group.add("redis", shlex.join(plan["redis"]["command"]), env=env, cwd=str(ROOT), stop_last=True)
         print(f"No Redis answered at {plan['configured_redis_url']}: starting one of its own at {plan['redis']['url']}")
     for name, process in plan["processes"].items():
         group.add(name, process["command"], env={**env, **process["env"]}, cwd=str(ROOT))

@@ -135,3 +135,39 @@ def test_ctrl_c_stops_every_process_with_sigterm_and_the_launcher_exits_0(tmp_pa
     assert [wait_for_file(marker) for marker in markers] == ["terminated", "terminated"]
     assert "stopping first" in output
     assert "stopping second" in output
+
+
+def test_a_process_added_to_stop_last_is_stopped_once_the_others_have_exited(tmp_path):
+    # Given a process that takes half a second to stop, and a Redis-like one it talks to meanwhile
+    slow_exit, last_stopped = tmp_path / "slow-exit", tmp_path / "last-stopped"
+    slow = python_command(
+        f"""
+        import signal, sys, time
+        def stop(*_):
+            time.sleep(0.5)
+            open({str(slow_exit)!r}, "w").write(repr(time.time()))
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        time.sleep(60)
+        """
+    )
+    last = python_command(
+        f"""
+        import signal, sys, time
+        def stop(*_):
+            open({str(last_stopped)!r}, "w").write(repr(time.time()))
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        time.sleep(60)
+        """
+    )
+    group = ProcessGroup(kill_wait_seconds=10, output=io.StringIO())
+    group.add("redis", last, env=os.environ, cwd=str(ROOT), stop_last=True)
+    group.add("worker", slow, env=os.environ, cwd=str(ROOT))
+    group.add("short", python_command("import time, sys; time.sleep(1); sys.exit(2)"), env=os.environ, cwd=str(ROOT))
+
+    # When the group stops
+    assert group.run() == 2
+
+    # Then the Redis-like process got its SIGTERM only after the slow one had exited
+    assert float(wait_for_file(last_stopped)) >= float(wait_for_file(slow_exit))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis
 
-from scheduler_project.embedded_redis import redis_answers, redis_server_command
 from scheduler_project.procfile import CELERY, delivery_worker_options, maintenance_worker_options
+from scripts.embedded_redis import redis_answers, redis_server_command
 from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
