@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
-from bench import scenarios
+from bench import scenarios, stack_memory
 from bench.receiver import ReceiverClient
 from bench.report import markdown_table
 from bench.scenarios import Bench, log
@@ -33,7 +33,7 @@ from bench.service import ROOT, Database, PostgresDatabase, Service, SQLiteDatab
 
 # The live stages share one long-lived service; pending and large-payloads start their own.
 LIVE_STAGES = ("create", "batch", "burst", "slow", "steady")
-DEFAULT_STAGES = (*LIVE_STAGES, "pending")
+DEFAULT_STAGES = (*LIVE_STAGES, "pending", "stack")
 # Not in the default run: it drives the worker to several GB at once (docs/benchmarks.md).
 STAGES = (*DEFAULT_STAGES, "large-payloads")
 
@@ -48,12 +48,17 @@ def parse_args() -> argparse.Namespace:
                         "created on this server and dropped afterwards")
     parser.add_argument("--clients", type=int, default=16, help="concurrent API clients (default 16)")
     parser.add_argument("--create-n", type=int, default=5000, help="POSTs in the create scenario")
+    parser.add_argument("--create-clients", default="16,64", metavar="N,...",
+                        help="a create run at each of these numbers of connections (default 16,64)")
+    parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (default INFO, as make run)")
+    parser.add_argument("--stack-pending", type=int, default=10_000,
+                        help="pending messages when the stack stage restarts `make run`'s launcher (default 10,000)")
     parser.add_argument("--batch-n", type=int, default=60, help="POST /messages/batch requests in the batch scenario")
     parser.add_argument("--batch-size", type=int, default=1000, help="messages per batch (default 1000, the most)")
     parser.add_argument("--batch-clients", type=int, default=4, help="concurrent clients of the batch scenario")
-    parser.add_argument("--burst", default="1000,5000,5000:db", metavar="N[:db],...",
+    parser.add_argument("--burst", default="1000,5000,5000:db,50000:db", metavar="N[:db],...",
                         help="burst sizes; ':db' loads them into the database instead of POSTing "
-                        "(default 1000,5000,5000:db)")
+                        "(default 1000,5000,5000:db,50000:db)")
     parser.add_argument("--steady", default="200x30,200x30:db,1000x60:db", metavar="RATExSECONDS[:db],...",
                         help="steady runs (default 200x30,200x30:db,1000x60:db)")
     parser.add_argument("--rate", type=int, help="one steady run at this rate (with --duration)")
@@ -111,7 +116,9 @@ def quiesce(service: Service, *, timeout: float = 60) -> None:
 def live_scenarios(args: argparse.Namespace, bench: Bench) -> Iterator[tuple[str, Callable[[], dict[str, object]]]]:
     """(name, callable) for every scenario that runs against the one long-lived service."""
     if "create" in args.stages:
-        yield "create", lambda: scenarios.create(bench, n=args.create_n)
+        for clients in (int(n) for n in args.create_clients.split(",")):
+            name = "create" if clients == args.clients else f"create{clients}"
+            yield name, partial(scenarios.create, bench, n=args.create_n, clients=clients)
     if "batch" in args.stages:
         yield "batch", lambda: scenarios.batch(bench, batches=args.batch_n, size=args.batch_size,
                                                clients=args.batch_clients)
@@ -188,7 +195,7 @@ def main() -> int:
         if any(stage in args.stages for stage in LIVE_STAGES):
             database = make_database()
             database.create()
-            service = Service(database=database, run_dir=run_dir)
+            service = Service(database=database, run_dir=run_dir, log_level=args.log_level)
             try:
                 log(f"migrating {database.kind} database, starting the service (run dir {run_dir})")
                 service.migrate()
@@ -215,6 +222,13 @@ def main() -> int:
             except Exception as error:  # noqa: BLE001
                 traceback.print_exc()
                 emit({"scenario": "restart", "error": f"{type(error).__name__}: {error}"})
+        if "stack" in args.stages:
+            log(f"running stack: `make run`'s launcher started, restarted with {args.stack_pending:,} pending, stopped")
+            try:
+                emit(stack_memory.stack(make_database(), pending=args.stack_pending, settle=args.settle))
+            except Exception as error:  # noqa: BLE001
+                traceback.print_exc()
+                emit({"scenario": "stack", "error": f"{type(error).__name__}: {error}"})
         if "large-payloads" in args.stages:
             for kind in args.large_kinds.split(","):
                 log(f"running large_payloads_{kind} ({args.large_n} messages due at one instant)")

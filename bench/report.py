@@ -7,10 +7,13 @@ from collections.abc import Callable
 # Copied from issue 6's table: the OLD service's published figures, measured there (FastAPI +
 # APScheduler + Redis, same 2-core machine, medians of 3). Reference text, not re-measured here.
 OLD_SERVICE = {
-    "create": "~920 req/s, p99 40 ms (one core saturated)",
+    "create": "~920 req/s, p99 40 ms (one core saturated); issue 14, 16 connections: 707 req/s, p99 71 ms",
+    # Issue 14's table, measured beside this service on this machine (one run).
+    "create64": "772 req/s (issue 14)",
+    "stack": "issue 14: restart to healthy 3.65 s at 10,000 pending; idle 58 MB RSS",
     "batch": "no batch endpoint",
     "burst1000": "~500 delivered, ~500 silently never sent",
-    "burst5000": "~400 delivered, ~4,600 never sent",
+    "burst5000": "~400 delivered, ~4,600 never sent; issue 14: loses 4,517",
     "steady_200x30": "all delivered; lateness p50 2 ms, p99 5 ms, max 11 ms",
     "slow": "50 delivered, 450 never sent",
     "restart": "restart to ready 34 s (100,000 pending)",
@@ -28,11 +31,19 @@ def _t(ms: float | None) -> str:
     return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.1f} ms"
 
 
+# Issue 14: twice the old service's rate at the same connections, p99 no worse than its 71 ms.
+CREATE_TARGETS = {16: 2 * 707, 64: 2 * 772}
+OLD_CREATE_P99_MS = 71
+
+
 def _create(r: dict) -> Row:
     ok = r["statuses"].get("200", 0) == r["requests"] and not r["errors"]
-    return (f"{r['req_per_s']} req/s, p50 {_t(r['p50_ms'])}, p99 {_t(r['p99_ms'])}"
-            + ("" if ok else f", statuses {r['statuses']} errors {r['errors']}"),
-            "≥ 1,000 req/s", ok and r["req_per_s"] >= 1000)
+    goal = CREATE_TARGETS.get(r["clients"])
+    target = f"≥ {goal:,} req/s, p99 ≤ {OLD_CREATE_P99_MS} ms (issue 14)" if goal else "stated"
+    text = (f"{r['req_per_s']} req/s ({r['clients']} connections), p50 {_t(r['p50_ms'])}, p99 {_t(r['p99_ms'])}; "
+            f"web CPU {r['web_cpu_ms_per_req']} ms per create"
+            + ("" if ok else f", statuses {r['statuses']} errors {r['errors']}"))
+    return text, target, (ok and r["req_per_s"] >= goal and r["p99_ms"] <= OLD_CREATE_P99_MS) if goal else None
 
 
 def _batch(r: dict) -> Row:
@@ -49,9 +60,23 @@ def _delivered(r: dict) -> str:
 
 def _burst(r: dict) -> Row:
     last = r["last_arrival_after_instant_s"]
-    return (f"{_delivered(r)}; last {last} s after the instant; lateness p50 {_t(r['lateness_p50_ms'])}, "
-            f"p99 {_t(r['lateness_p99_ms'])}",
-            "all once, last ≤ 3 s after", not r["undelivered"] and not r["duplicates"] and last is not None and last <= 3)
+    text = (f"{_delivered(r)}; last {last} s after the instant; lateness p50 {_t(r['lateness_p50_ms'])}, "
+            f"p99 {_t(r['lateness_p99_ms'])}")
+    whole = not r["undelivered"] and not r["duplicates"] and last is not None
+    if r["messages"] >= 50_000:  # issue 14: at least 2,500 messages/s
+        rate = r["messages"] / last if last else 0
+        return f"{text}; {rate:,.0f} messages/s", "all once, ≥ 2,500 messages/s (issue 14)", whole and rate >= 2500
+    # Issue 14: 5,000 within 1.5 s with the default INFO logs (issue 6 asked for 3 s).
+    bound = 1.5 if r["messages"] == 5000 else 3
+    return text, f"all once, last ≤ {bound} s after", whole and last <= bound
+
+
+def _stack(r: dict) -> Row:
+    text = (f"from the command: first start {r['first_start_ready_s']} s, restart {r['restart_ready_s']} s with "
+            f"{r['pending']:,} pending, stop {r['restart_stop_s']} s; idle PSS {r['pss_mb_total']} MB "
+            f"(RSS {r['rss_mb_total']} MB), {r['profile']} profile")
+    met = r["restart_ready_s"] <= 2 and r["restart_stop_s"] <= 2 and r["pss_mb_total"] <= 250
+    return text, "restart ≤ 2 s, stop ≤ 2 s, PSS ≤ 250 MB (issue 14)", met
 
 
 def _slow(r: dict) -> Row:
@@ -101,7 +126,7 @@ def _large_payloads(r: dict) -> Row:
 
 DESCRIBE: dict[str, Callable[[dict], Row]] = {
     "create": _create, "batch": _batch, "burst": _burst, "slow": _slow, "steady": _steady,
-    "restart": _restart, "list": _list, "memory": _memory, "large_payloads": _large_payloads,
+    "restart": _restart, "list": _list, "memory": _memory, "large_payloads": _large_payloads, "stack": _stack,
 }
 
 

@@ -7,6 +7,7 @@ machine, so lateness is arrival minus the scheduleTo the message was given.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -109,8 +110,10 @@ def ms(seconds: float | None) -> float | None:
 
 # --- create -----------------------------------------------------------------------------------
 
-def create(bench: Bench, *, n: int) -> dict[str, object]:
-    """POST /messages far in the future, `clients` at a time, back to back."""
+def create(bench: Bench, *, n: int, clients: int | None = None) -> dict[str, object]:
+    """POST /messages far in the future, `clients` (default: the bench's) at a time, back to back."""
+    if clients is not None and clients != bench.clients:
+        return create(dataclasses.replace(bench, clients=clients), n=n) | {"scenario": f"create{clients}"}
     tag = f"create-{uuid.uuid4().hex[:8]}"
     url = bench.receiver.hook_url("create")
     # The client alone against a null endpoint, on kept connections as with the web server:

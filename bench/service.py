@@ -176,7 +176,7 @@ Database = SQLiteDatabase | PostgresDatabase
 class Service:
     """Redis, then the processes `make run` starts (scheduler_project/procfile.py)."""
 
-    def __init__(self, *, database: Database, run_dir: Path) -> None:
+    def __init__(self, *, database: Database, run_dir: Path, log_level: str = "INFO") -> None:
         self.database = database
         self.run_dir = run_dir
         self.token = secrets.token_urlsafe(24)
@@ -197,7 +197,8 @@ class Service:
             "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "API_HOST": "127.0.0.1",
             "API_PORT": str(self.port),
-            "LOG_LEVEL": "WARNING",
+            # make run's default is INFO: a line per delivery and per request (granian's access log).
+            "LOG_LEVEL": log_level,
             # The receiver is on 127.0.0.1 and 16 clients send as fast as they can: neither a
             # target policy nor a rate limit may stand in the way, whatever the defaults become.
             "WEBHOOK_BLOCK_PRIVATE_NETWORKS": "false",

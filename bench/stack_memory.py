@@ -1,12 +1,13 @@
 """The stack as `make run` starts it: time to healthy, memory of every process, time to stop.
 
-    .venv/bin/python -m bench.stack_memory [--settle SECONDS] [--postgres URL]
+    .venv/bin/python -m bench.stack_memory [--settle SECONDS] [--pending N] [--postgres URL]
 
 Starts scripts/run_service.py (the launcher `make run` runs) twice on a throwaway SQLite file (or a
 database bench_scheduler on a PostgreSQL server), with the default INFO logs and REDIS_URL on a
 port where nothing answers, so that the launcher starts a Redis of its own as it does for a new
 user (and no heartbeat of an earlier run can make the scheduler look running): once on the new
-database, then again (a restart); and measures from the command:
+database, then again (a restart) with N far-future messages loaded (default 10,000); and
+measures from the command:
 - the seconds until /health answers healthy with the scheduler running;
 - after SETTLE seconds (default 15: beat's first ticks, the workers idle), each process's PSS
   and RSS (PSS shares a page between the processes that map it, so the total is what the
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
@@ -128,40 +130,54 @@ def run_once(database: Database, *, settle: float | None, port: int, redis_port:
     return result
 
 
+def stack(database: Database, *, pending: int, settle: float) -> dict[str, object]:
+    """The `stack` scenario: a first start on a new database, `pending` far-future messages
+    loaded, a restart measured with them (memory `settle` s after it), the stop."""
+    from bench.scenarios import FAR_FUTURE
+
+    database.create()
+    try:
+        # The same settings both times (REDIS_URL where nothing answers): a restart changes nothing.
+        ports = {"port": free_port(), "redis_port": free_port()}
+        first = run_once(database, settle=None, **ports)  # migrates a new database, collects
+        # A second apart, in 2099: nothing for beat to move, as in the pending stage.
+        database.insert_messages(
+            (f"pending-{i}", FAR_FUTURE + timedelta(seconds=i), "http://127.0.0.1:9/never") for i in range(pending)
+        )
+        again = run_once(database, settle=settle, **ports)  # a restart: nothing to prepare
+    finally:
+        database.drop()
+    return {
+        "scenario": "stack",
+        "profile": os.environ.get("SERVICE_PROFILE") or "small",
+        "pending": pending,
+        "first_start_ready_s": first["ready_s"],
+        "first_stop_s": first["stop_s"],
+        "restart_ready_s": again["ready_s"],
+        "restart_stop_s": again["stop_s"],
+        "pss_mb_total": again.get("pss_mb_total"),
+        "rss_mb_total": again.get("rss_mb_total"),
+        "processes": again.get("processes"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.stack_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--settle", type=float, default=15.0)
+    parser.add_argument("--pending", type=int, default=10_000, help="far-future messages during the restart")
     parser.add_argument("--postgres", metavar="URL")
     args = parser.parse_args()
     database: Database
     if args.postgres:
         database = PostgresDatabase(args.postgres)
-        database.create()
     else:
         database = SQLiteDatabase(Path(tempfile.mkdtemp(prefix="stack-memory-")) / "db.sqlite3")
-    try:
-        # The same settings both times (REDIS_URL where nothing answers): a restart changes nothing.
-        ports = {"port": free_port(), "redis_port": free_port()}
-        first = run_once(database, settle=None, **ports)  # migrates a new database, collects
-        again = run_once(database, settle=args.settle, **ports)  # a restart: nothing to prepare
-    finally:
-        database.drop()
-    for row in again.pop("processes", []):  # type: ignore[attr-defined]
+    result = stack(database, pending=args.pending, settle=args.settle)
+    for row in result.pop("processes") or []:  # type: ignore[attr-defined]
         print(json.dumps(row))  # noqa: T201
-    print(
-        json.dumps(
-            {
-                "first_start_ready_s": first["ready_s"],
-                "first_stop_s": first["stop_s"],  # noqa: T201
-                "restart_ready_s": again["ready_s"],
-                "restart_stop_s": again["stop_s"],
-                "pss_mb_total": again.get("pss_mb_total"),
-                "rss_mb_total": again.get("rss_mb_total"),
-            }
-        )
-    )
+    print(json.dumps(result))  # noqa: T201
 
 
 if __name__ == "__main__":

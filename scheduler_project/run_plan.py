@@ -17,7 +17,7 @@ from scheduler_project.procfile import procfile_processes
 def run_plan() -> dict[str, Any]:
     """The processes (name → command, extra environment), the Redis URL configured (whether one
     answers there is decided at each start: scripts/prepared_start.py), how long a stop may take,
-    and the addresses the banner shows."""
+    and what the banner shows."""
     return {
         "processes": {name: {"command": command, "env": env} for name, (command, env) in procfile_processes().items()},
         "configured_redis_url": settings.REDIS_URL,
@@ -25,6 +25,8 @@ def run_plan() -> dict[str, Any]:
         # as its longest call and record to stop without a duplicate. It stops at once when idle.
         "kill_wait_seconds": longest_delivery_seconds() + 10,
         "base_url": f"http://{settings.API_HOST}:{settings.API_PORT}",
+        "profile": settings.SERVICE_PROFILE,
+        "web_workers": settings.WEB_CONCURRENCY,
     }
 
 

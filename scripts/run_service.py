@@ -47,6 +47,18 @@ def prepare(plan_file: Path) -> int:
     return subprocess.run([sys.executable, "-m", "scripts.prepared_start", "--plan", str(plan_file)], cwd=ROOT).returncode
 
 
+def profile_summary(plan: dict) -> str:
+    web = f"web ({plan['web_workers']} worker{'s' if plan['web_workers'] != 1 else ''}, WEB_CONCURRENCY)"
+    if plan["profile"] == "small":
+        return (
+            f"Profile small (SERVICE_PROFILE): {web} and one Celery worker for deliveries and beat's ticks, "
+            "beat inside it.\n  For a bigger host: SERVICE_PROFILE=scaled, a delivery worker per core "
+            "(WORKER_PROCESSES), maintenance and beat apart."
+        )
+    workers = sum(1 for name in plan["processes"] if name.startswith("worker"))
+    return f"Profile scaled (SERVICE_PROFILE): {web}, {workers} delivery workers (WORKER_PROCESSES), maintenance, beat."
+
+
 def main() -> int:
     new_token = write_first_env_file()
     os.chdir(ROOT)
@@ -83,7 +95,8 @@ def main() -> int:
         group.add("flower", command, env=env, cwd=str(ROOT))
 
     base = plan["base_url"]
-    print(f"\n  API     {base}/messages   (Authorization: Bearer <API_TOKEN from .env>)")
+    print(f"\n  {profile_summary(plan)}\n")
+    print(f"  API     {base}/messages   (Authorization: Bearer <API_TOKEN from .env>)")
     print(f"  Health  {base}/health")
     print(f"  Admin   {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")
     print(f"  Docs    {base}/docs")
