@@ -94,13 +94,14 @@ class MessageQuerySet(models.QuerySet["Message"]):
         docs/benchmarks.md). Nothing cascades: the caller has deleted their attempts first."""
         return self._raw_delete(router.db_for_write(self.model))
 
-    def insert(self, message: Message) -> None:
+    def insert(self, message: Message, values: list[Any] | None = None) -> None:
         """Saves a new message as create() would, without compiling the same INSERT each time.
 
         save() builds the statement afresh on every call (docs/benchmarks.md: what it costs).
         Here Django compiles it once per database, and each call only prepares the values,
-        with the model's own fields. Nothing else save() does applies to a new Message: it
-        has no parent model, no relation to save first and no pre_save/post_save receiver.
+        with the model's own fields (or takes those insert_values() prepared). Nothing else
+        save() does applies to a new Message: it has no parent model, no relation to save
+        first and no pre_save/post_save receiver.
         """
         alias = router.db_for_write(Message)
         statement = _insert_statement(alias)
@@ -108,7 +109,8 @@ class MessageQuerySet(models.QuerySet["Message"]):
             message.save(force_insert=True, using=alias)
             return
         connection = connections[alias]
-        values = [field.get_db_prep_save(field.pre_save(message, True), connection) for field in _inserted_fields()]
+        if values is None:
+            values = self.insert_values(message)
         with connection.cursor() as cursor:
             cursor.execute(statement, values)
             returned = cursor.fetchone()
@@ -116,6 +118,12 @@ class MessageQuerySet(models.QuerySet["Message"]):
             setattr(message, field.attname, value)
         message._state.adding = False
         message._state.db = alias
+
+    def insert_values(self, message: Message) -> list[Any]:
+        """What insert() binds for `message`, prepared ahead: outside the transaction, which on
+        SQLite holds the one write lock every process waits for."""
+        connection = connections[router.db_for_write(Message)]
+        return [field.get_db_prep_save(field.pre_save(message, True), connection) for field in _inserted_fields()]
 
     def insert_rows(self, rows: Sequence[dict[str, Any]]) -> None:
         """Saves new messages given as their field values by attname (prepared_rows says how),

@@ -110,10 +110,12 @@ def _new_row(owner_id: int, new: NewMessage, *, now: datetime) -> dict[str, Any]
 
 def schedule_message(*, owner_id: int, new: NewMessage, now: datetime | None = None) -> Message:
     now = now or timezone.now()
+    message = Message(**_new_row(owner_id, new, now=now))
+    # Made and prepared before the transaction: on SQLite it holds the one write lock.
+    values = Message.objects.insert_values(message)
     try:
         with transaction.atomic():
-            message = Message(**_new_row(owner_id, new, now=now))
-            Message.objects.insert(message)
+            Message.objects.insert(message, values=values)
             if message.enqueued_at is not None:
                 enqueue_after_commit(message)
     except IntegrityError:

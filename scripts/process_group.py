@@ -40,7 +40,10 @@ class ProcessGroup:
             self._stopped_last.add(name)
 
     def say(self, text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} launcher | {text}", file=self.output, flush=True)
+        try:
+            print(f"{time.strftime('%H:%M:%S')} launcher | {text}", file=self.output, flush=True)
+        except (OSError, ValueError):
+            pass  # a terminal or pipe that went away must not keep the processes from stopping
 
     def start(self) -> None:
         for name, (command, env, cwd) in self._commands.items():
@@ -55,16 +58,17 @@ class ProcessGroup:
 
     def run(self) -> int:
         """Starts every process and waits: returns the exit code of the first that ended
-        unasked (0 after a Ctrl-C or SIGTERM)."""
-        previous = {signum: signal.signal(signum, self.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        unasked (0 after a Ctrl-C, a SIGTERM, or a SIGHUP: the terminal closed)."""
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {signum: signal.signal(signum, self.request_stop) for signum in signals}
         try:
             self.start()
-            first_exit = self._wait_for_first_exit()
-            self.stop()
+            return self._wait_for_first_exit()
         finally:
+            # Whatever ended the wait (an error here too), nothing started is left running.
+            self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        return first_exit
 
     def _wait_for_first_exit(self) -> int:
         while not self._stop_requested:
