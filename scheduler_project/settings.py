@@ -174,6 +174,8 @@ def _database_from_env() -> dict:
         # synchronous=FULL: each commit waits for the WAL to reach the disk, so a POST answered
         # 200 survives a power cut or a kernel crash; NORMAL could lose the last commits there
         # (issue 11; what it costs: docs/benchmarks.md).
+        # Django's backend, its writers taking turns (scheduler_project/sqlite_backend/base.py).
+        database["ENGINE"] = "scheduler_project.sqlite_backend"
         database.setdefault("OPTIONS", {}).update(
             {
                 "timeout": 20,

@@ -44,7 +44,7 @@ from scheduler_project.settings import *  # noqa: E402,F403
 # The worker and beat processes open the database the test session created.
 if os.environ.get("SCHEDULER_TEST_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["SCHEDULER_TEST_DATABASE_NAME"]  # noqa: F405
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "scheduler_project.sqlite_backend":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": f"{_run_dir}/test-scheduler.sqlite3"}  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
