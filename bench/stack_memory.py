@@ -50,10 +50,8 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
 def name_of(process: psutil.Process) -> str:
     words = process.cmdline()
     text = " ".join(words)
-    if "celery" in text and " worker" in text and "--beat" in text:
-        # The small profile's worker runs beat in a fork of itself, with the same command line.
-        parent = process.parent()
-        return "beat (in the worker)" if parent is not None and parent.cmdline() == words else "worker"
+    if "celery" in text and " worker" in text and "--beat-thread" in text:
+        return "worker (beat in a thread)"
     for marker in ("scheduler_project.web_server", "granian", "flower", "beat", "maintenance@", "worker", "redis-server"):
         if marker in text:
             return marker.rstrip("@")

@@ -1,8 +1,10 @@
 """The Celery application: configured by celeryconfig.py, tasks found in the Django apps."""
 
 import os
+from typing import Any
 
-from celery import Celery
+import click
+from celery import Celery, bootsteps
 from celery.signals import beat_init, task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
@@ -10,6 +12,31 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 app = Celery("scheduler")
 app.config_from_object("celeryconfig")
 app.autodiscover_tasks()
+
+
+class BeatThread(bootsteps.StartStopStep):
+    """`celery worker --beat-thread`: beat as a thread of this worker (the small profile,
+    scheduler_project/procfile.py). Celery's own --beat forks a process for it, which dirtied
+    22 MB of its copy of the worker's memory (docs/benchmarks.md, issue 14); beat only sends a
+    tick a second, which a thread does as well. Stopped with the worker, after its last tick."""
+
+    label = "BeatThread"
+    conditional = True
+
+    def __init__(self, worker: Any, beat_thread: bool = False, **kwargs: Any) -> None:
+        self.enabled = bool(beat_thread)
+        super().__init__(worker, **kwargs)
+
+    def create(self, worker: Any) -> Any:
+        from celery.beat import EmbeddedService
+
+        return EmbeddedService(worker.app, thread=True, schedule_filename=worker.schedule_filename, scheduler_cls=worker.scheduler)
+
+
+app.steps["worker"].add(BeatThread)
+app.user_options["worker"].add(
+    click.Option(["--beat-thread"], is_flag=True, default=False, help="Run beat in a thread of this worker.")
+)
 
 
 @task_prerun.connect

@@ -8,7 +8,7 @@ tests/test_celery_configuration.py checks both against this module. The pool is 
 
 Two layouts (SERVICE_PROFILE):
 - small, `make run`'s default: the web server and one Celery process that consumes both queues
-  and runs beat inside it (a fork of it, sharing its memory). The least memory: a small VPS.
+  and runs beat in a thread of its own (scheduler_project/celery.py). The least memory: a small VPS.
 - scaled, the Procfile as written: one delivery worker per core (one Celery process runs one
   core's worth of Python, its threads sharing the GIL; WORKER_PROCESSES copies, each with its
   own node name), a maintenance worker whose threads never wait behind deliveries for room in
@@ -89,7 +89,7 @@ def procfile_commands() -> dict[str, list[str]]:
 
 
 def small_worker_command() -> list[str]:
-    """The small profile's one Celery process: deliveries and beat's ticks, beat inside it."""
+    """The small profile's one Celery process: deliveries and beat's ticks, beat in a thread."""
     return [
         *CELERY,
         "worker",
@@ -99,7 +99,7 @@ def small_worker_command() -> list[str]:
         f"{DELIVERY_QUEUE},{MAINTENANCE_QUEUE}",
         "-c",
         DELIVERY_WORKER_THREADS_FROM_ENV,
-        "--beat",
+        "--beat-thread",
         "-s",
         BEAT_SCHEDULE_FILE,
         WITHOUT_MINGLE,

@@ -88,7 +88,7 @@ class ProcessGroup:
         first = {name: process for name, process in self._running.items() if name not in self._stopped_last}
         self._stop_and_wait(first, deadline)
         self._stop_and_wait({name: self._running[name] for name in self._stopped_last if name in self._running}, deadline)
-        # A child of a process (beat inside the worker, granian's workers) that outlived it.
+        # A child of a process (granian's workers) that outlived it.
         for process in self._running.values():
             _signal_session(process, signal.SIGKILL)
 

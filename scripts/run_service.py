@@ -52,7 +52,7 @@ def profile_summary(plan: dict) -> str:
     if plan["profile"] == "small":
         return (
             f"Profile small (SERVICE_PROFILE): {web} and one Celery worker for deliveries and beat's ticks, "
-            "beat inside it.\n  For a bigger host: SERVICE_PROFILE=scaled, a delivery worker per core "
+            "beat in a thread of it.\n  For a bigger host: SERVICE_PROFILE=scaled, a delivery worker per core "
             "(WORKER_PROCESSES), maintenance and beat apart."
         )
     workers = sum(1 for name in plan["processes"] if name.startswith("worker"))

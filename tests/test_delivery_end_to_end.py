@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import psutil
 import pytest
 
 from messages import health, redis_keys
@@ -101,8 +102,9 @@ def test_delivered_id_is_free_again(api, service, hook_path):
 def test_the_small_profile_s_one_celery_process_runs_beat_and_both_queues(
     no_background_processes, worker_env, receiver, api, hook_path, tmp_path
 ):
-    # Given only the process `make run` starts by default (SERVICE_PROFILE=small): beat inside
-    # it, beat's ticks and the deliveries on its threads; the session's workers and beat stopped
+    # Given only the process `make run` starts by default (SERVICE_PROFILE=small): beat in a
+    # thread of it, beat's ticks and the deliveries on its threads; the session's workers and
+    # beat stopped
     words = small_worker_command()[len(CELERY) :]
     words[words.index(BEAT_SCHEDULE_FILE)] = str(tmp_path / "schedule")
     words[words.index(DELIVERY_WORKER_THREADS_FROM_ENV)] = "4"
@@ -120,5 +122,8 @@ def test_the_small_profile_s_one_celery_process_runs_beat_and_both_queues(
         assert 0 <= calls[0].arrived_at - due.timestamp() < LATENESS_BOUND_SECONDS
         assert len(nothing_more_arrives(lambda: receiver.calls_to(hook_path), within=1, what="a second call")) == 1
         assert health.scheduler_is_alive(redis_keys.seconds_since_heartbeat())
+        # Beat is a thread of the worker, not a process beside it
+        assert small.process is not None
+        assert psutil.Process(small.process.pid).children() == []
     finally:
         assert small.stop() == 0, small.log_tail()

@@ -321,7 +321,7 @@ def test_prepare_run_migrates_and_writes_what_the_launcher_starts(tmp_path, monk
         # One Celery process: both queues, beat inside it
         worker = plan["processes"]["worker"]["command"].split()
         assert worker[worker.index("-Q") + 1] == "deliveries,maintenance"
-        assert "--beat" in worker
+        assert "--beat-thread" in worker
     assert plan["redis"] is None  # the tests' Redis answers
     assert plan["kill_wait_seconds"] > 10
     assert plan["base_url"].startswith("http://")
