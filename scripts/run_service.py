@@ -36,7 +36,8 @@ def write_first_env_file(env_file: Path = ROOT / ".env") -> str | None:
         file.write(
             "# Written by `make run` on first start; see .env.example for every setting.\n"
             f"API_TOKEN={token}\nSECRET_KEY={secrets.token_urlsafe(50)}\n"
-            f"FLOWER_BASIC_AUTH=ops:{secrets.token_urlsafe(16)}\n"
+            "# Flower, the Celery monitoring UI, takes ~90 MB of memory: uncomment to have make run start it.\n"
+            f"# FLOWER_BASIC_AUTH=ops:{secrets.token_urlsafe(16)}\n"
         )
     return token
 
@@ -103,7 +104,7 @@ def main() -> int:
     if os.environ.get("FLOWER_BASIC_AUTH"):
         print(f"  Flower  http://127.0.0.1:{flower_port}/   (FLOWER_BASIC_AUTH from .env)\n")
     else:
-        print("  Flower  not started: set FLOWER_BASIC_AUTH=user:<a long random password> in .env\n")
+        print("  Flower  not started (~90 MB): uncomment FLOWER_BASIC_AUTH in .env, or set it to user:<a long random password>\n")
     if new_token:
         print(f"  Wrote .env with a new API token: {new_token}\n")
     return group.run()
