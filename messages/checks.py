@@ -9,22 +9,32 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register, run_checks
 from django.core.checks import Warning as CheckWarning  # not the builtin
+from django.core.checks.registry import registry
 
 logger = logging.getLogger(__name__)
 
 
-def exit_on_system_check_errors() -> None:
+# Ours, so that a run of chosen tags can include them (run_checks with tags skips untagged checks).
+SCHEDULER_TAG = "scheduler"
+
+
+def exit_on_system_check_errors(*, except_tags: frozenset[str] = frozenset()) -> None:
     """What manage.py does before a command, for the web server, the workers and beat: every
     system check runs (Django's and ours), and an error stops the process. SystemExit, because
-    Celery logs an Exception raised by a signal handler and starts anyway."""
-    errors = [error for error in run_checks() if error.is_serious() and not error.is_silenced()]
+    Celery logs an Exception raised by a signal handler and starts anyway.
+
+    except_tags: the workers and beat leave out the checks that import the web app (the URLconf
+    and every view; the admin's, every middleware class), DRF with it (docs/benchmarks.md,
+    issue 14)."""
+    tags = None if not except_tags else sorted(set(registry.tags_available()) - except_tags)
+    errors = [error for error in run_checks(tags=tags) if error.is_serious() and not error.is_silenced()]
     for error in errors:
         logger.critical("refusing to start: %s", error)
     if errors:
         raise SystemExit(1)
 
 
-@register()
+@register(SCHEDULER_TAG)
 def check_client_address_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
     if settings.HTTPS and settings.TRUSTED_PROXY_COUNT == 0:
         return [
@@ -38,7 +48,7 @@ def check_client_address_settings(app_configs: Any = None, **kwargs: Any) -> lis
     return []
 
 
-@register()
+@register(SCHEDULER_TAG)
 def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors = []
     if settings.SCHEDULER_HORIZON_SECONDS * 4 > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS:

@@ -23,6 +23,7 @@ from django.core.management import call_command
 from standardwebhooks import Webhook
 
 from messages.signing import parse_signing_secrets, signature_headers
+from scheduler_project.celery import CHECKS_LEFT_OUT_OF_WORKERS
 from scheduler_project.procfile import procfile_processes
 from scheduler_project.settings import PrivateSQLiteConnection
 from scripts.run_service import write_first_env_file
@@ -139,6 +140,43 @@ def test_a_process_refuses_to_start_on_settings_that_fail_the_system_checks(proc
     assert started.returncode == 1, output
     assert "refusing to start" in output
     assert "scheduler.E004" in output
+
+
+def test_a_worker_s_start_up_checks_leave_the_web_app_unloaded():
+    # What worker_init and beat_init run, in a fresh interpreter as a worker has
+    probe = (
+        "import sys, django, scheduler_project.celery; django.setup(); "
+        "from scheduler_project.celery import refuse_settings_that_fail_system_checks as gate; gate(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('scheduler_project.urls', 'rest_framework.serializers', "
+        "'rest_framework.views', 'rest_framework.renderers', 'messages.api.'))))"
+    )
+
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=processes.process_env(), capture_output=True, text=True)
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("tag", "stops"), [("models", True), ("scheduler", True), ("urls", False), ("admin", False), ("templates", False)]
+)
+def test_leaving_out_the_url_checks_still_stops_on_any_other_check_s_error(monkeypatch, tag, stops):
+    from django.core import checks as django_checks
+
+    from messages.checks import exit_on_system_check_errors
+
+    def failing(app_configs: object = None, **kwargs: object) -> list[django_checks.Error]:
+        return [django_checks.Error("broken on purpose", id="tests.E001")]
+
+    registry = django_checks.registry.registry
+    monkeypatch.setattr(registry, "registered_checks", set(registry.registered_checks))
+    registry.register(failing, tag)
+
+    if stops:
+        with pytest.raises(SystemExit):
+            exit_on_system_check_errors(except_tags=CHECKS_LEFT_OUT_OF_WORKERS)
+    else:
+        exit_on_system_check_errors(except_tags=CHECKS_LEFT_OUT_OF_WORKERS)
 
 
 def load_settings(**environment: str) -> subprocess.CompletedProcess[str]:
