@@ -104,13 +104,18 @@ def current_health() -> HealthReport:
         logger.warning("health: no shared report: %s", error)
         started = time.monotonic()
         report = check_health()
-        seconds_left = _max_age_of(report, max_age) - (time.monotonic() - started)
+        seconds_left = _seconds_to_keep(report, max_age, checked_in=time.monotonic() - started)
     _this_process.keep(report, seconds_left)
     return report
 
 
-def _max_age_of(report: HealthReport, max_age: float) -> float:
-    return max_age if report.status == "healthy" else min(max_age, NOT_HEALTHY_MAX_AGE_SECONDS)
+def _seconds_to_keep(report: HealthReport, max_age: float, *, checked_in: float) -> float:
+    """A healthy report is as old as its check's start; one that is not is kept a moment from
+    the check's end, so that a slow check (a database or Redis slow to answer) is still shared
+    rather than repeated by every waiting request."""
+    if report.status == "healthy":
+        return max_age - checked_in
+    return min(max_age, NOT_HEALTHY_MAX_AGE_SECONDS)
 
 
 def forget_reports() -> None:
@@ -155,7 +160,7 @@ def _shared_report(max_age: float) -> tuple[HealthReport, float]:
                 return shared
     started = time.monotonic()
     report = check_health()
-    seconds_left = _max_age_of(report, max_age) - (time.monotonic() - started)
+    seconds_left = _seconds_to_keep(report, max_age, checked_in=time.monotonic() - started)
     try:
         if seconds_left > 0.001:
             client.set(REPORT_KEY, json.dumps(asdict(report)), px=int(seconds_left * 1000))

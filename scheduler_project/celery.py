@@ -1,6 +1,8 @@
 """The Celery application: configured by celeryconfig.py, tasks found in the Django apps."""
 
+import logging
 import os
+import signal
 import threading
 from typing import Any
 
@@ -32,10 +34,19 @@ class BeatInAThread(threading.Thread):
 
     def run(self) -> None:
         self.celery_app.set_current()
-        self.service.start()
+        try:
+            self.service.start()
+        except BaseException:
+            # Beat failed to start or died (an unwritable schedule file...): the worker must not
+            # go on without it (nothing would be dispatched or recovered), nor wait for it at its
+            # stop. The whole worker stops, and with it `make run`'s process group, loudly.
+            logging.getLogger(__name__).exception("beat's thread died: stopping the worker")
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def stop(self) -> None:
-        self.service.stop(wait=True)
+        if self.is_alive():
+            self.service.stop(wait=False)
+            self.join(timeout=BEAT_THREAD_WAKE_SECONDS * 10)
 
 
 class BeatThread(bootsteps.StartStopStep):
@@ -81,10 +92,20 @@ CHECKS_LEFT_OUT_OF_WORKERS = frozenset({"urls", "admin", "templates"})
 def refuse_settings_that_fail_system_checks(**kwargs: object) -> None:
     """manage.py runs the system checks; a worker or beat started on its own must too, or
     settings that make delivery wrong would only show as wrong deliveries (worker_init does
-    not fire in beat)."""
+    not fire in beat). Once a process: beat in a worker's thread sends beat_init too.
+
+    Checks registered without a tag are left out with the tags above (run_checks with tags
+    skips them): Django's and ours all carry one; a third party's untagged check runs in the
+    web server only."""
     from messages.checks import exit_on_system_check_errors
 
+    if _checked_in_this_process.is_set():
+        return
     exit_on_system_check_errors(except_tags=CHECKS_LEFT_OUT_OF_WORKERS)
+    _checked_in_this_process.set()
+
+
+_checked_in_this_process = threading.Event()
 
 
 @worker_shutting_down.connect

@@ -36,8 +36,10 @@ DELIVERY_WORKER_THREADS_FROM_ENV = f"${{WORKER_CONCURRENCY:-{DELIVERY_WORKER_THR
 MAINTENANCE_WORKER_THREADS = 2
 LOG_LEVEL_FROM_ENV = "${LOG_LEVEL:-INFO}"
 BEAT_SCHEDULE_FILE = "var/celerybeat-schedule"
-# Mingle asks every other worker for its revoked tasks at start, and waits a second for answers;
-# nothing here is revoked through Celery (a cancel is a row's state), so it only delays a start.
+# Mingle asks every other worker for its revoked tasks at start, and waits a second for answers.
+# No guarantee rests on a revoke (a cancel is the row's state, and a worker claims a message only
+# while it is still scheduled): a worker started after a revoke, Flower's or DELETE's, that does
+# not know of it finds the row cancelled and calls nobody. So mingle only delays a start.
 WITHOUT_MINGLE = "--without-mingle"
 
 SMALL_PROFILE = "small"

@@ -31,15 +31,20 @@ def run_plan() -> dict[str, Any]:
 
 
 def database_description() -> dict[str, Any]:
-    """Where the database is, for a start that reads django_migrations without Django; no password."""
-    config = connection.settings_dict
-    return {
-        "vendor": connection.vendor,
-        "name": str(config["NAME"]),
-        "user": config.get("USER") or "",
-        "host": config.get("HOST") or "",
-        "port": str(config.get("PORT") or ""),
-    }
+    """Where the database is, for a start that reads django_migrations without Django: the file,
+    or what psycopg is given (sslmode, options such as a search_path included), never the
+    password, which is the environment's at each start."""
+    description: dict[str, Any] = {"vendor": connection.vendor, "name": str(connection.settings_dict["NAME"])}
+    if connection.vendor == "postgresql":
+        # Less what is not a plain value: the adapters and cursor class Django passes.
+        params = {
+            name: value
+            for name, value in connection.get_connection_params().items()
+            if name not in {"password", "context", "cursor_factory", "prepare_threshold"}
+        }
+        plain = all(isinstance(value, str | int | float | bool) for value in params.values())
+        description["connect"] = params if plain else None  # None: no quick check, prepare_run each time
+    return description
 
 
 def code_migrations() -> list[tuple[str, str]]:

@@ -5,8 +5,9 @@ second, and collectstatic two more: docs/benchmarks.md, issue 14).
 prepare_run leaves a stamp (var/prepared.json, 0600): a fingerprint of what it depended on, the
 plan it wrote, the database it migrated and every migration the code has. A later start uses the
 plan again only when
-- the fingerprint is the same: the environment (.env included) and the code, migrations and
-  installed packages, by name, size and modification time;
+- the fingerprint is the same: the environment (.env included), the number of CPUs (the scaled
+  profile starts a worker per core), the code and migrations by name, size and modification
+  time, and the installed packages by name (a dist-info's name carries its version);
 - the collected static files are still there;
 - the database itself has every one of those migrations recorded (it may have been replaced,
   restored or rolled back since).
@@ -52,6 +53,7 @@ def fingerprint(environ: Mapping[str, str], root: Path = ROOT) -> str:
         digest.update(f"{path.relative_to(root)}:{status.st_size}:{status.st_mtime_ns}\0".encode())
     for entry in sorted(os.listdir(_site_packages())):
         digest.update(f"{entry}\0".encode())
+    digest.update(f"cpus={os.cpu_count()}".encode())
     return digest.hexdigest()
 
 
@@ -134,21 +136,14 @@ def _connect(database: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
 
         # Read-only, and never created: a file deleted since means prepare_run.
         return closing(sqlite3.connect(f"{Path(database['name']).as_uri()}?mode=ro", uri=True))
-    if database["vendor"] == "postgresql":
+    if database["vendor"] == "postgresql" and database.get("connect"):
         import environ as django_environ
         import psycopg
 
         # The password is the environment's (the same, or the fingerprint would differ), never the stamp's.
         password = django_environ.Env.db_url_config(environ["DATABASE_URL"]).get("PASSWORD") or None
-        return psycopg.connect(
-            dbname=database["name"],
-            user=database["user"] or None,
-            password=password,
-            host=database["host"] or None,
-            port=database["port"] or None,
-            connect_timeout=2,
-        )
-    raise ValueError(f"no quick check for {database['vendor']}: prepare_run every time")
+        return psycopg.connect(**database["connect"], password=password)
+    raise ValueError(f"no quick check for this {database['vendor']} database: prepare_run every time")
 
 
 def with_redis(plan: dict[str, Any]) -> dict[str, Any]:

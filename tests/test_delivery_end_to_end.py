@@ -127,3 +127,25 @@ def test_the_small_profile_s_one_celery_process_runs_beat_and_both_queues(
         assert psutil.Process(small.process.pid).children() == []
     finally:
         assert small.stop() == 0, small.log_tail()
+
+
+def test_a_small_profile_worker_whose_beat_thread_dies_stops_rather_than_run_without_beat(
+    no_background_processes, worker_env, tmp_path
+):
+    # Given beat's schedule file where it cannot be written
+    words = small_worker_command()[len(CELERY) :]
+    words[words.index(BEAT_SCHEDULE_FILE)] = "/proc/no-such-directory/schedule"
+    words[words.index(DELIVERY_WORKER_THREADS_FROM_ENV)] = "2"
+    words[words.index(LOG_LEVEL_FROM_ENV)] = "INFO"
+    broken = processes.CeleryProcess("beat-dies", words, env=worker_env, run_dir=str(tmp_path))
+
+    # When the worker starts
+    broken.start()
+    try:
+        assert broken.process is not None
+        broken.process.wait(timeout=60)
+    finally:
+        broken.stop(grace=5)
+
+    # Then it stopped on its own, saying why, instead of delivering with nothing to dispatch
+    assert "beat's thread died: stopping the worker" in broken.log_tail(200)

@@ -128,3 +128,19 @@ def test_the_fingerprint_follows_the_code_and_the_environment_not_the_shell(tmp_
     assert prepared_start.fingerprint({**environ, "API_PORT": "8001"}, root=tmp_path) != first
     code.write_text("operations = [1]\n")
     assert prepared_start.fingerprint(environ, root=tmp_path) != first
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's connection options")
+def test_the_quick_check_connects_with_the_database_s_own_options_and_no_stored_password(stamp_path, tmp_path, monkeypatch):
+    # Given options that change what a connection sees (here: the schema it reads first)
+    options = {**connection.settings_dict["OPTIONS"], "options": "-c search_path=public"}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+
+    # When prepare_run leaves its stamp
+    call_command("prepare_run", plan=str(tmp_path / "plan.json"), fingerprint=prepared_start.fingerprint(environment()))
+
+    # Then the quick check would connect with them, and the stamp holds no password
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["database"]["connect"]["options"] == "-c search_path=public"
+    assert "password" not in stamp["database"]["connect"]
+    assert prepared_start.reusable_plan(environment()) is not None

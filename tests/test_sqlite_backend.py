@@ -5,6 +5,7 @@ next writer starts at once, and one kept waiting past the busy timeout fails as 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import threading
 import time
@@ -147,3 +148,31 @@ def test_the_lock_file_is_private():
     path = connection.write_turn_path()
     assert path is not None
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_a_thread_s_connection_left_unclosed_does_not_keep_its_lock_file_open():
+    path = connection.write_turn_path()
+    assert path is not None
+
+    def open_lock_files() -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{fd}") == path
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+        return count
+
+    def one_write(number: int) -> None:
+        with transaction.atomic():
+            make_message(message_id=f"thread-{number}")
+        # No close: a thread that ends with its connection open, as a thread pool's may
+
+    before = open_lock_files()
+    for number in range(20):
+        thread = threading.Thread(target=one_write, args=(number,))
+        thread.start()
+        thread.join()
+    gc.collect()
+
+    assert open_lock_files() - before <= 1

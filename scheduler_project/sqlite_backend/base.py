@@ -9,10 +9,12 @@ transaction (every one is BEGIN IMMEDIATE: it takes the write lock at once) firs
 exclusive flock on `<database>-writers.lock`, released at its commit or rollback, so the next
 writer starts within a fraction of a millisecond of the previous one's commit.
 
-It waits at most as long as SQLite's busy timeout would have (the connection's `timeout`, or
+It waits for the turn at most as long as SQLite's busy timeout (the connection's `timeout`, or
 what delivery.bounded_transaction set), then fails as SQLite does: "database is locked".
 Statements outside a transaction do not take a turn: they wait in SQLite's busy handler as
-before, and are still serialised by SQLite's own lock, which stays the guarantee.
+before, and are still serialised by SQLite's own lock, which stays the guarantee. So a BEGIN
+that got the turn can still wait that busy timeout once more, behind such a statement: a
+transaction waits at most twice the timeout in all.
 
 Overrides three of Django's private hooks (_start_transaction_under_autocommit, _commit,
 _rollback) and _close; tests/test_sqlite_backend.py fails, naming them, if Django stops calling them.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import weakref
 from typing import Any
 
 from django.db import OperationalError
@@ -30,12 +33,17 @@ from django.db.backends.sqlite3 import base
 
 FIRST_WAIT_SECONDS = 0.00005
 LONGEST_WAIT_SECONDS = 0.0005
+# A writer still waiting after this (behind a long transaction: a bulk cancel, a dispatch of
+# thousands) looks less often, so that many waiters do not take the holder's CPU.
+PATIENT_AFTER_SECONDS = 0.02
+LONGEST_PATIENT_WAIT_SECONDS = 0.005
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn_file: int | None = None
+        self._close_turn_file: weakref.finalize | None = None
         self.holds_write_turn = False
 
     def write_turn_path(self) -> str | None:
@@ -69,9 +77,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
             super()._close()  # type: ignore[misc]  # private: not in django-stubs
         finally:
             self._give_write_turn_back()
-            if self._turn_file is not None:
-                os.close(self._turn_file)
-                self._turn_file = None
+            if self._close_turn_file is not None:
+                self._close_turn_file()  # closes it once, here or when this wrapper is collected
+            self._turn_file = self._close_turn_file = None
 
     def _take_write_turn(self) -> None:
         path = self.write_turn_path()
@@ -79,18 +87,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return
         if self._turn_file is None:
             self._turn_file = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            # A connection of a thread that ended is collected without _close: its file with it.
+            self._close_turn_file = weakref.finalize(self, os.close, self._turn_file)
         # SQLite's own busy timeout, in milliseconds: the settings' or bounded_transaction's.
         timeout = self.connection.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         wait = FIRST_WAIT_SECONDS
         while True:
             try:
                 fcntl.flock(self._turn_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                waited = time.monotonic() - started
+                if waited >= timeout:
                     raise OperationalError(f"database is locked (no write turn within {timeout:g} s)") from None
                 time.sleep(wait)
-                wait = min(wait * 2, LONGEST_WAIT_SECONDS)
+                longest = LONGEST_WAIT_SECONDS if waited < PATIENT_AFTER_SECONDS else LONGEST_PATIENT_WAIT_SECONDS
+                wait = min(wait * 2, longest)
                 continue
             self.holds_write_turn = True
             return
