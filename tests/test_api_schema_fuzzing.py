@@ -39,7 +39,13 @@ def test_every_operation_answers_generated_requests_as_documented(case):
         # A message that breaks the schema is refused alone, inside a 200 (test_batch.py checks
         # that each gets POST /messages's refusal): only the batch's own shape is a 400.
         excluded.append(negative_data_rejection)
-    response = case.call_and_validate(headers={"Authorization": f"Bearer {django_settings.API_TOKEN}"}, excluded_checks=excluded)
+    headers = {"Authorization": f"Bearer {django_settings.API_TOKEN}"}
+    response = case.call(headers=headers)
+    if response.status_code == 413:
+        # A body past PAYLOAD_MAX_BYTES is refused unread whatever it holds (documented): a
+        # rejection, which negative_data_rejection's list of statuses does not name.
+        excluded.append(negative_data_rejection)
+    case.validate_response(response, headers=headers, excluded_checks=excluded, transport_kwargs={"headers": dict(headers)})
     if 400 <= response.status_code < 500:
         assert response.json()["detail"]
 

@@ -532,6 +532,11 @@ cancel_messages_docs = extend_schema(
             "Must carry a UTC offset, e.g. 'Z' or '+02:00'.",
         ),
         401: UNAUTHORIZED,
+        # Its body is read with POST /messages' bound: more ids than that holds go in several requests.
+        413: _error(
+            "The body is larger than PAYLOAD_MAX_BYTES allows; nothing is cancelled.",
+            ("Body too large", str(RequestTooLarge.default_detail)),
+        ),
         429: THROTTLED,
         415: NOT_JSON,
     },
