@@ -1,7 +1,8 @@
-"""`make run`: migrate, then web, worker and beat in the foreground until Ctrl-C.
+"""`make run`: migrate when needed, then SERVICE_PROFILE's processes in the foreground until Ctrl-C.
 
-This launcher never loads Django (manage.py prepare_run migrates and says what to start): it only
-starts the processes and stops them (scripts/process_group.py).
+This launcher never loads Django (scripts/prepared_start.py reuses the last plan when nothing
+changed, else manage.py prepare_run migrates and says what to start): it only starts the
+processes and stops them (scripts/process_group.py).
 
 Uses the embedded defaults: the SQLite file, and a Redis of its own when none answers at
 REDIS_URL. On the first start it writes a .env with a random API token and secret key.
@@ -70,7 +71,7 @@ def main() -> int:
 
     if environ.Env().bool("READ_DOT_ENV", default=True):
         environ.Env.read_env(ROOT / ".env", overwrite=False)
-    # Django is loaded only in the child, which exits once it has written the plan.
+    # Django is loaded only in the child (when it runs prepare_run), which exits once it has written the plan.
     with tempfile.TemporaryDirectory() as scratch:
         plan_file = Path(scratch) / "plan.json"
         failed = prepare(plan_file)
