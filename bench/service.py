@@ -12,7 +12,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 import requests
 
-from scripts.embedded_redis import redis_answers, redis_server_command
+from scripts.embedded_redis import free_port, redis_answers, redis_server_command
 from scheduler_project.procfile import BEAT_SCHEDULE_FILE, procfile_processes
 
 if TYPE_CHECKING:
@@ -37,12 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (message_id, due_at, webhook_url): what a directly loaded message needs; the rest is fixed.
 Row = tuple[str, datetime, str]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str) -> float:

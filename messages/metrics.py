@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -116,14 +115,8 @@ def wait_for_background_writes(*, timeout: float) -> bool:
     exits; frozen inside redis-py, holding a connection pool's lock, it left the main thread
     waiting on that lock for good in the pool's __del__ (py-spy: Redis.__del__ →
     ConnectionPool.disconnect), and the worker had to be killed."""
-    deadline = time.monotonic() + timeout
     with _queued_batches.all_tasks_done:
-        while _queued_batches.unfinished_tasks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            _queued_batches.all_tasks_done.wait(remaining)
-    return True
+        return _queued_batches.all_tasks_done.wait_for(lambda: not _queued_batches.unfinished_tasks, timeout)
 
 
 class SchedulerCollector(Collector):

@@ -120,8 +120,8 @@ def recorded_migrations(
     a row that migrate puts back (required_rows) is missing."""
     with _connect(database, environ) as connection:
         cursor = connection.cursor()
+        placeholder = "?" if database["vendor"] == "sqlite" else "%s"
         for table, column, value in required_rows:
-            placeholder = "?" if database["vendor"] == "sqlite" else "%s"
             cursor.execute(f'SELECT 1 FROM "{table}" WHERE "{column}" = {placeholder}', [value])  # noqa: S608 - names from the stamp prepare_run wrote
             if cursor.fetchone() is None:
                 return set()
@@ -148,23 +148,15 @@ def _connect(database: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
 
 def with_redis(plan: dict[str, Any]) -> dict[str, Any]:
     """The Redis to start, when none answers at the configured URL: decided at each start."""
-    from scripts.embedded_redis import redis_answers, redis_server_command
+    from scripts.embedded_redis import free_port, redis_answers, redis_server_command
 
     redis = None
     if not redis_answers(plan["configured_redis_url"]):
-        port = _free_port()
+        port = free_port()
         directory = ROOT / "var" / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         redis = {"url": f"redis://127.0.0.1:{port}/0", "command": redis_server_command(port=port, directory=str(directory))}
     return {**plan, "redis": redis}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main(arguments: list[str] | None = None) -> int:
